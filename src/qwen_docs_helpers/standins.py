@@ -1,0 +1,250 @@
+"""Offline stand-in checkpoints in a private Hugging Face cache.
+
+The site executes ``from_pretrained("Qwen/Qwen2-7B-Instruct")`` exactly as users write it. Without a hub,
+that call needs a hub-cache entry for the id: this module writes one per model id into a *private* cache
+(never the user's own), holding either a link to real weights found in the user's cache or a stand-in:
+the real tokenizer, architecture class and generation config with tiny random weights, marked in its
+config so code can tell it from the real thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig, PretrainedConfig
+from transformers.utils import logging as hf_logging
+
+from .published import (
+    known_model_ids,
+    published_config,
+    published_eos_token,
+    published_generation_config,
+)
+from .tokenizer import build_qwen2_tokenizer
+
+#: Key in a stand-in's ``config.json`` that marks it as random weights.
+STANDIN_MARKER = "qwen_docs_standin"
+#: Bump when stand-ins change shape, so stale ones are rebuilt.
+STANDIN_VERSION = 1
+#: Model ids the pages use; all are created by default.
+DEFAULT_MODEL_IDS = known_model_ids()
+
+WeightsSource = Literal["real", "standin"]
+
+#: Sizes that make a stand-in tiny while keeping the architecture's shape (GQA ratio, MoE routing).
+_DENSE_SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_window_layers": 2}
+_MOE_SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 4, "max_window_layers": 2,
+              "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+              "shared_expert_intermediate_size": 64}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a model id resolves in the private cache, and to what."""
+
+    model_id: str
+    weights: WeightsSource
+    snapshot: Path
+
+
+def default_cache_dir() -> Path:
+    """``$QWEN_DOCS_CACHE``, else ``.cache/qwen-docs`` under the current directory (project-local)."""
+    return Path(os.environ.get("QWEN_DOCS_CACHE") or Path.cwd() / ".cache" / "qwen-docs").resolve()
+
+
+def hub_dir(cache_dir: Path | None = None) -> Path:
+    """The hub-cache folder to point ``HF_HUB_CACHE`` at."""
+    return (cache_dir or default_cache_dir()) / "hub"
+
+
+def user_hub_cache() -> Path:
+    """The user's own hub cache as huggingface_hub would pick it, ignoring our private one."""
+    env = os.environ
+    explicit = env.get("QWEN_DOCS_REAL_HUB_CACHE") or env.get("HF_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = env.get("HF_HOME") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def repo_folder_name(model_id: str) -> str:
+    """The hub cache's folder name for a model repo (``models--Org--Name``)."""
+    return "models--" + model_id.replace("/", "--")
+
+
+def standin_config(model_id: str) -> PretrainedConfig:
+    """The published config with tiny sizes and the stand-in marker."""
+    sizes = _MOE_SIZES if published_config(model_id).model_type == "qwen2_moe" else _DENSE_SIZES
+    marker = {STANDIN_MARKER: {"of": model_id, "version": STANDIN_VERSION}}
+    return published_config(model_id, **sizes, **marker, dtype="bfloat16")
+
+
+def is_standin(config: PretrainedConfig | dict) -> bool:
+    """Whether a model config (object or ``config.json`` dict) belongs to a stand-in."""
+    values = config if isinstance(config, dict) else config.to_dict()
+    return STANDIN_MARKER in values
+
+
+def _snapshot(repo: Path) -> Path | None:
+    """The snapshot ``refs/main`` points at, if the repo folder holds a complete one."""
+    ref = repo / "refs" / "main"
+    if not ref.is_file():
+        return None
+    snapshot = repo / "snapshots" / ref.read_text().strip()
+    if not (snapshot / "config.json").is_file():
+        return None
+    index = snapshot / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+        complete = all((snapshot / shard).is_file() for shard in shards)
+    else:
+        complete = (snapshot / "model.safetensors").is_file()
+    return snapshot if complete else None
+
+
+def find_real_snapshot(model_id: str, cache: Path | None = None) -> Path | None:
+    """A complete snapshot of real safetensors weights for ``model_id`` in the user's cache, if any."""
+    snapshot = _snapshot((cache or user_hub_cache()) / repo_folder_name(model_id))
+    if snapshot is None or is_standin(json.loads((snapshot / "config.json").read_text())):
+        return None
+    return snapshot
+
+
+def resolve(model_id: str, cache_dir: Path | None = None) -> Resolved | None:
+    """What ``model_id`` resolves to in the private cache now (``None`` when it is missing or incomplete)."""
+    repo = hub_dir(cache_dir) / repo_folder_name(model_id)
+    snapshot = _snapshot(repo)
+    if snapshot is None:
+        return None
+    config = json.loads((snapshot / "config.json").read_text())
+    if not is_standin(config):
+        return Resolved(model_id, "real", snapshot)
+    if config[STANDIN_MARKER].get("version") != STANDIN_VERSION:
+        return None
+    return Resolved(model_id, "standin", snapshot)
+
+
+def _seed(model_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(model_id.encode()).digest()[:4], "little")
+
+
+def write_standin_snapshot(model_id: str, target: Path, tokenizer: object | None = None) -> None:
+    """Write a stand-in checkpoint (weights, config, generation config, tokenizer) into ``target``."""
+    tokenizer = tokenizer or build_qwen2_tokenizer()
+    config = standin_config(model_id)
+    torch.manual_seed(_seed(model_id))  # same id, same weights: pages stay stable between builds
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.generation_config = GenerationConfig(**published_generation_config(model_id))
+    with _quiet_progress():
+        model.save_pretrained(target)
+    tokenizer.eos_token = published_eos_token(model_id)  # type: ignore[attr-defined]
+    tokenizer.save_pretrained(target)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Keep transformers' shard-writing progress bar out of our own progress lines."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _revision(model_id: str) -> str:
+    return hashlib.sha1(f"{model_id}:standin:{STANDIN_VERSION}".encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(hub: Path) -> Iterator[None]:
+    """One writer at a time per private cache (two builds starting together wait for each other)."""
+    hub.mkdir(parents=True, exist_ok=True)
+    with open(hub / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _replace_atomically(staging: Path, final: Path) -> None:
+    """Swap ``staging`` in for ``final``: readers see the old entry or the new one, never half of one."""
+    trash = final.with_name(f".old-{final.name}-{os.getpid()}")
+    if final.is_symlink() or final.exists():
+        final.rename(trash)
+    staging.rename(final)
+    if trash.is_symlink():
+        trash.unlink()
+    elif trash.exists():
+        shutil.rmtree(trash)
+
+
+def prepare_hub(
+    model_ids: Iterable[str] = DEFAULT_MODEL_IDS,
+    *,
+    cache_dir: Path | None = None,
+    real_cache: Path | None = None,
+    use_real: bool = True,
+    force: bool = False,
+    progress: Callable[[str], None] = print,
+) -> list[Resolved]:
+    """Make every model id loadable offline from the private cache, preferring real weights.
+
+    Real weights (a complete safetensors snapshot in the user's cache) are linked, read-only; other ids
+    get a stand-in. Entries are built in a staging folder and renamed into place, so an interrupted run
+    leaves no half-written checkpoint behind, and a lock serialises concurrent runs.
+    """
+    model_ids = list(dict.fromkeys(model_ids))
+    unknown = [m for m in model_ids if m not in known_model_ids()]
+    if unknown:
+        raise ValueError(f"no stand-in recipe for {', '.join(unknown)}; known ids: {', '.join(known_model_ids())}")
+    hub = hub_dir(cache_dir)
+    results: list[Resolved] = []
+    tokenizer = None
+    with _locked(hub):
+        for done, model_id in enumerate(model_ids, start=1):
+            final = hub / repo_folder_name(model_id)
+            real = find_real_snapshot(model_id, real_cache) if use_real else None
+            current = resolve(model_id, cache_dir)
+            if real is not None:
+                if not (current and current.weights == "real" and current.snapshot.resolve() == real.resolve()):
+                    staging = hub / f".staging-{os.getpid()}-link"
+                    staging.symlink_to(real.parent.parent.resolve(), target_is_directory=True)
+                    _replace_atomically(staging, final)
+                progress(f"[{done}/{len(model_ids)}] {model_id}: real weights from {real}")
+            elif force or current is None or current.weights != "standin":
+                progress(f"[{done}/{len(model_ids)}] {model_id}: building stand-in")
+                tokenizer = tokenizer or build_qwen2_tokenizer()
+                staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=hub))
+                revision = _revision(model_id)
+                write_standin_snapshot(model_id, staging / "snapshots" / revision, tokenizer)
+                (staging / "refs").mkdir()
+                (staging / "refs" / "main").write_text(revision)
+                _replace_atomically(staging, final)
+            else:
+                progress(f"[{done}/{len(model_ids)}] {model_id}: stand-in up to date")
+            resolved = resolve(model_id, cache_dir)
+            if resolved is None:  # pragma: no cover - would mean the rename above lost data
+                raise RuntimeError(f"{model_id}: private cache entry at {final} is incomplete after writing")
+            results.append(resolved)
+    return results
+
+
+def offline_env(cache_dir: Path | None = None) -> dict[str, str]:
+    """Environment variables that make transformers load from the private cache, offline."""
+    return {"HF_HUB_CACHE": str(hub_dir(cache_dir)), "HF_HUB_OFFLINE": "1"}
