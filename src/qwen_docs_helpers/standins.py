@@ -125,8 +125,12 @@ def find_real_snapshot(model_id: str, cache: Path | None = None) -> Path | None:
 
 def resolve(model_id: str, cache_dir: Path | None = None) -> Resolved | None:
     """What ``model_id`` resolves to in the private cache now (``None`` when it is missing or incomplete)."""
-    repo = hub_dir(cache_dir) / repo_folder_name(model_id)
-    snapshot = _snapshot(repo)
+    return resolve_in_hub(model_id, hub_dir(cache_dir))
+
+
+def resolve_in_hub(model_id: str, hub: Path) -> Resolved | None:
+    """What ``model_id`` resolves to in any hub cache folder (``None`` when missing, incomplete or stale)."""
+    snapshot = _snapshot(hub / repo_folder_name(model_id))
     if snapshot is None:
         return None
     config = json.loads((snapshot / "config.json").read_text())
@@ -214,12 +218,13 @@ def prepare_hub(
     if unknown:
         raise ValueError(f"no stand-in recipe for {', '.join(unknown)}; known ids: {', '.join(known_model_ids())}")
     hub = hub_dir(cache_dir)
+    real_cache = (real_cache or user_hub_cache()).resolve()
     results: list[Resolved] = []
     tokenizer = None
     with _locked(hub):
         for done, model_id in enumerate(model_ids, start=1):
             final = hub / repo_folder_name(model_id)
-            real = find_real_snapshot(model_id, real_cache) if use_real else None
+            real = find_real_snapshot(model_id, real_cache) if use_real and real_cache != hub else None
             current = resolve(model_id, cache_dir)
             if real is not None:
                 if not (current and current.weights == "real" and current.snapshot.resolve() == real.resolve()):

@@ -1,0 +1,86 @@
+"""The ``qwen-docs`` command: create stand-in checkpoints and print the runtime facts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import NoReturn
+
+from .published import known_model_ids
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qwen-docs", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    standins = commands.add_parser(
+        "standins",
+        help="make model ids loadable offline from a private hub cache (real weights linked, else stand-ins)",
+    )
+    standins.add_argument(
+        "--cache-dir", type=Path, help="private cache folder (default: $QWEN_DOCS_CACHE or ./.cache/qwen-docs)"
+    )
+    standins.add_argument(
+        "--model", action="append", dest="models", metavar="ID", choices=known_model_ids(),
+        help="model id to prepare (repeatable; default: all the site uses)",
+    )
+    standins.add_argument("--force", action="store_true", help="rebuild stand-ins even when up to date")
+    standins.add_argument("--no-real", action="store_true", help="ignore real weights in your hub cache")
+
+    env = commands.add_parser("env", help="print the runtime: device, versions, real or stand-in weights per model")
+    env.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _standins(args: argparse.Namespace) -> int:
+    from .standins import offline_env, prepare_hub
+
+    cache_dir = args.cache_dir.resolve() if args.cache_dir else None
+    results = prepare_hub(
+        args.models or known_model_ids(),
+        cache_dir=cache_dir,
+        use_real=not args.no_real,
+        force=args.force,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    for resolved in results:
+        print(f"{resolved.model_id}\t{resolved.weights}\t{resolved.snapshot}")
+    exports = " ".join(f"{key}={value}" for key, value in offline_env(cache_dir).items())
+    print(f"# load them offline with: export {exports}", file=sys.stderr)
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    from .runtime import describe_runtime
+
+    runtime = describe_runtime()
+    print(json.dumps(asdict(runtime), indent=2) if args.json else runtime.as_text())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; errors are one line on stderr, never a traceback."""
+    args = _parser().parse_args(argv)
+    try:
+        return {"standins": _standins, "env": _env}[args.command](args)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        print(f"qwen-docs {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"qwen-docs {args.command}: interrupted; nothing half-written was left in place", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""What a page or a bug report ran on: device, library versions, and real or stand-in weights per model.
+
+Executed pages print this as their "verified on" stamp, and ``qwen-docs env`` prints it for bug reports,
+so the description is computed in one place from the live process, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from .published import known_model_ids
+from .standins import resolve_in_hub
+
+_VERSIONED = ("torch", "transformers", "accelerate", "bitsandbytes")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def active_hub_cache() -> Path:
+    """The hub cache transformers reads from in this process."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A snapshot of the runtime, ready to print."""
+
+    device: str
+    accelerator: str  # "cuda" or "cpu"
+    python: str
+    versions: dict[str, str | None]
+    weights: dict[str, str]  # model id -> "real", "standin" or "missing"
+    offline: bool
+    date: str = field(default_factory=lambda: dt.date.today().isoformat())
+
+    @property
+    def uses_standins(self) -> bool:
+        return "standin" in self.weights.values()
+
+    def as_text(self) -> str:
+        """Plain lines for a terminal or a bug report."""
+        lines = [
+            f"date: {self.date}",
+            f"device: {self.device} ({self.accelerator})",
+            f"python: {self.python}",
+            *(f"{name}: {version or 'not installed'}" for name, version in self.versions.items()),
+            f"hub offline: {'yes' if self.offline else 'no'}",
+            f"hub cache: {active_hub_cache()}",
+            *(f"weights {model_id}: {source}" for model_id, source in self.weights.items()),
+        ]
+        return "\n".join(lines)
+
+    def as_markdown(self) -> str:
+        """The page stamp: what ran, and a plain notice when the weights were random stand-ins."""
+        versions = ", ".join(f"{name} {version}" for name, version in self.versions.items() if version)
+        weights = "; ".join(f"`{model_id}`: {_WEIGHT_WORDS[source]}" for model_id, source in self.weights.items())
+        stamp = (
+            f":::{{admonition}} Verified on {self.date}\n:class: qd-stamp\n\n"
+            f"Every code cell on this page ran on **{self.device}** ({self.accelerator}) with Python {self.python}, "
+            f"{versions}.\n\nWeights: {weights or 'none loaded'}.\n:::\n"
+        )
+        if self.uses_standins:
+            stamp += (
+                "\n:::{warning}\n:class: qd-standin-notice\n\n"
+                "This build had no access to the real weights, so it ran on **stand-in checkpoints**: tiny models "
+                "with random weights, the real Qwen2 tokenizer, chat template and generation config. The code is "
+                "exactly what runs with the real models, and prompts and token counts are real, but **the "
+                "generated text is random noise**, not what Qwen2 would answer.\n:::\n"
+            )
+        return stamp
+
+
+_WEIGHT_WORDS = {"real": "real weights", "standin": "stand-in (random weights)", "missing": "not available"}
+
+
+def describe_runtime(model_ids: Iterable[str] | None = None) -> Runtime:
+    """Describe this process's runtime; ``model_ids`` defaults to every id the site knows."""
+    import torch
+
+    if torch.cuda.is_available():
+        device, accelerator = torch.cuda.get_device_name(0), "cuda"
+    else:
+        device, accelerator = _cpu_name(), "cpu"
+    hub = active_hub_cache()
+    weights = {}
+    for model_id in model_ids if model_ids is not None else known_model_ids():
+        resolved = resolve_in_hub(model_id, hub)
+        weights[model_id] = resolved.weights if resolved else "missing"
+    return Runtime(
+        device=device,
+        accelerator=accelerator,
+        python=platform.python_version(),
+        versions={name: _version(name) for name in _VERSIONED},
+        weights=weights,
+        offline=os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"},
+    )
+
+
+def page_stamp(model_ids: Iterable[str]) -> object:
+    """The stamp as a rich Markdown display object, for the hidden first cell of an executed page."""
+    from IPython.display import Markdown
+
+    return Markdown(describe_runtime(model_ids).as_markdown())
