@@ -1,0 +1,48 @@
+"""Sphinx configuration of qwen-docs: every Python block on the site is executed by myst-nb."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DOCS = Path(__file__).parent
+
+project = "qwen-docs"
+author = "qwen-docs contributors"
+copyright = "2026, qwen-docs contributors"
+
+extensions = [
+    "myst_nb",
+    "sphinx_design",
+    "sphinx_copybutton",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
+    "qwen_docs_helpers.sphinx",
+]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+
+myst_enable_extensions = ["colon_fence", "deflist", "dollarmath", "attrs_inline"]
+myst_heading_anchors = 3
+
+# Execution: only pages whose code changed re-run; a failing cell or any warning fails the build.
+nb_execution_mode = os.environ.get("QWEN_DOCS_EXECUTION", "cache")
+nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+nb_execution_timeout = int(os.environ.get("QWEN_DOCS_CELL_TIMEOUT", "300"))
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_merge_streams = True
+nb_output_stderr = "warn"  # stray stderr (progress bars, log noise) fails the -W build instead of reaching readers
+nb_render_markdown_format = "myst"
+
+html_theme = "furo"
+html_title = "qwen-docs"
+html_static_path = ["_static"]
+html_css_files = ["qwen-docs.css"]
+
+# Copy only code: inputs and plain code blocks, never cell outputs or prompts.
+copybutton_selector = "div:not(.output) > div.highlight pre"
+copybutton_exclude = ".linenos, .gp, .go"
+
+autodoc_typehints = "description"
+autodoc_member_order = "bysource"
+intersphinx_mapping: dict[str, tuple[str, None]] = {}

@@ -1,0 +1,131 @@
+"""Invariants the executed pages assert in hidden cells, re-running each path with greedy decoding.
+
+The visible snippets keep the model's own (sampling) generation config, so their outputs cannot be
+compared. These functions re-run the same paths greedily and raise ``AssertionError`` with a one-line
+reason when two paths that must agree do not; a failing check fails the docs build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+Messages = list[dict[str, str]]
+
+#: Largest top-1/top-2 logit gap that padding's floating-point noise is allowed to flip (see
+#: ``assert_batch_matches_single``). bf16 logits of random weights carry noise of this order.
+NEAR_TIE_LOGIT_GAP = 0.1
+
+
+@dataclass(frozen=True)
+class Greedy:
+    """Greedy new tokens of one conversation, with each step's logits."""
+
+    tokens: list[int]
+    logits: list[torch.Tensor]
+
+
+def _new_tokens(tokens: Sequence[int], pad_id: int | None, eos_ids: set[int]) -> list[int]:
+    """Tokens up to and including the first end-of-sequence token, without trailing padding."""
+    out: list[int] = []
+    for token in tokens:
+        out.append(int(token))
+        if token in eos_ids:
+            break
+    while out and pad_id is not None and out[-1] == pad_id and pad_id not in eos_ids:
+        out.pop()
+    return out
+
+
+def first_difference(first: Sequence[Any], second: Sequence[Any]) -> int | None:
+    """Index where two sequences first differ (the shorter length if one is a prefix), or None if equal."""
+    for index, (a, b) in enumerate(zip(first, second, strict=False)):
+        if a != b:
+            return index
+    return None if len(first) == len(second) else min(len(first), len(second))
+
+
+def _eos_ids(model: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+
+def greedy_manual(model: Any, tokenizer: Any, conversations: list[Messages], max_new_tokens: int) -> list[Greedy]:
+    """Greedy generation for a (left-padded) batch of conversations, as the Manual tab does it."""
+    texts = tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
+    inputs = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
+    with torch.no_grad():
+        out = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True, return_dict_in_generate=True
+        )
+    new = out.sequences[:, inputs.input_ids.shape[1] :]
+    eos = _eos_ids(model)
+    results = []
+    for row in range(len(conversations)):
+        tokens = _new_tokens(new[row].tolist(), tokenizer.pad_token_id, eos)
+        results.append(Greedy(tokens, [step[row].float().cpu() for step in out.logits[: len(tokens)]]))
+    return results
+
+
+def greedy_pipeline(
+    pipe: Any, conversations: list[Messages], max_new_tokens: int, batch_size: int = 1
+) -> list[list[int]]:
+    """Greedy new tokens from a text-generation pipeline for each conversation."""
+    prompts = [
+        pipe.tokenizer.apply_chat_template(c, tokenize=True, add_generation_prompt=True, return_dict=False)
+        for c in conversations
+    ]
+    outputs = pipe(
+        conversations, max_new_tokens=max_new_tokens, do_sample=False, return_tensors=True, batch_size=batch_size
+    )
+    eos = _eos_ids(pipe.model)
+    return [
+        _new_tokens(out[0]["generated_token_ids"][len(prompt) :], pipe.tokenizer.pad_token_id, eos)
+        for prompt, out in zip(prompts, outputs, strict=True)
+    ]
+
+
+def assert_same_tokens(first: Sequence[int], second: Sequence[int], what: str) -> None:
+    """Exact agreement of two token sequences."""
+    if list(first) != list(second):
+        at = first_difference(first, second)
+        raise AssertionError(f"{what}: token sequences differ from position {at} on")
+
+
+def assert_batch_matches_single(
+    batched: Sequence[Greedy], single: Sequence[Greedy], tolerance: float = NEAR_TIE_LOGIT_GAP
+) -> str:
+    """Batched greedy output equals one-by-one output, or departs from it only at a near tie.
+
+    Left padding changes the shapes of the matrix products, so floating-point rounding differs a little
+    between a batch and a single sequence. Where the two runs pick different tokens, the check requires
+    that the single run's top-2 logits were within ``tolerance`` at that step (a near tie such noise can
+    flip); anything else is a real disagreement. Returns a one-line summary.
+    """
+    exact, near_ties = 0, 0
+    for index, (b, s) in enumerate(zip(batched, single, strict=True)):
+        if b.tokens == s.tokens:
+            exact += 1
+            continue
+        step = first_difference(b.tokens, s.tokens)
+        if step is None or step >= min(len(b.tokens), len(s.tokens)):
+            raise AssertionError(f"conversation {index}: batched and single outputs differ in length only")
+        top2 = torch.topk(s.logits[step], 2).values
+        gap = float(top2[0] - top2[1])
+        if gap > tolerance:
+            raise AssertionError(
+                f"conversation {index}: batched output departs at step {step} where the single run's top-2 logit "
+                f"gap was {gap:.3f} > {tolerance} (not a near tie)"
+            )
+        near_ties += 1
+    return f"{exact} identical, {near_ties} departing only at a near tie (logit gap <= {tolerance})"
+
+
+def assert_stream_matches(streamed: str, reference: str, what: str) -> None:
+    """Streamed text equals the text decoded at once."""
+    if streamed != reference:
+        at = first_difference(streamed, reference)
+        raise AssertionError(f"{what}: streamed text differs from the non-streamed text at character {at}")

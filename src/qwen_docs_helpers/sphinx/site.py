@@ -1,0 +1,46 @@
+"""Build-time environment of the site: every model id the pages load resolves offline.
+
+Runs once per build, before any page executes: it links real weights where the user's hub cache has
+them and creates stand-ins for the rest, then points the kernel's environment at that private cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sphinx.application import Sphinx
+from sphinx.config import Config
+from sphinx.util import logging
+
+from ..published import known_model_ids
+from ..standins import offline_env, prepare_hub
+
+logger = logging.getLogger(__name__)
+
+#: Environment the executing kernel inherits: offline hub and no progress bars in cell outputs.
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def prepare_models(app: Sphinx, config: Config) -> None:
+    """Resolve every model id the site uses, then export the offline environment for the kernel."""
+    if not config.qwen_docs_prepare_models:
+        return
+    cache_dir = Path(config.qwen_docs_cache_dir or Path(app.confdir).parent / ".cache" / "qwen-docs")
+    resolved = prepare_hub(
+        config.qwen_docs_models or known_model_ids(),
+        cache_dir=cache_dir.resolve(),
+        progress=lambda line: logger.info(f"[qwen-docs] {line}"),
+    )
+    os.environ.update(offline_env(cache_dir.resolve()))
+    os.environ.update(QUIET_ENV)
+    summary = ", ".join(f"{r.model_id}={r.weights}" for r in resolved)
+    logger.info(f"[qwen-docs] weights for this build: {summary}")
+
+
+def setup(app: Sphinx) -> dict[str, object]:
+    app.add_config_value("qwen_docs_prepare_models", True, "env", bool)
+    app.add_config_value("qwen_docs_cache_dir", "", "env", str)
+    app.add_config_value("qwen_docs_models", [], "env", list)
+    app.connect("config-inited", prepare_models)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
