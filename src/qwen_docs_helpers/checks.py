@@ -22,10 +22,11 @@ NEAR_TIE_LOGIT_GAP = 0.1
 
 @dataclass(frozen=True)
 class Greedy:
-    """Greedy new tokens of one conversation, with each step's logits."""
+    """Greedy new tokens of one conversation, with the prompt they continue and each step's logits."""
 
     tokens: list[int]
     logits: list[torch.Tensor]
+    prompt: list[int]
 
 
 def _new_tokens(tokens: Sequence[int], pad_id: int | None, eos_ids: set[int]) -> list[int]:
@@ -66,14 +67,15 @@ def greedy_manual(model: Any, tokenizer: Any, conversations: list[Messages], max
     results = []
     for row in range(len(conversations)):
         tokens = _new_tokens(new[row].tolist(), tokenizer.pad_token_id, eos)
-        results.append(Greedy(tokens, [step[row].float().cpu() for step in out.logits[: len(tokens)]]))
+        prompt = inputs.input_ids[row][inputs.attention_mask[row].bool()].tolist()
+        results.append(Greedy(tokens, [step[row].float().cpu() for step in out.logits[: len(tokens)]], prompt))
     return results
 
 
 def greedy_pipeline(
     pipe: Any, conversations: list[Messages], max_new_tokens: int, batch_size: int = 1
-) -> list[list[int]]:
-    """Greedy new tokens from a text-generation pipeline for each conversation."""
+) -> list[Greedy]:
+    """Greedy prompt and new tokens from a text-generation pipeline for each conversation (no logits)."""
     prompts = [
         pipe.tokenizer.apply_chat_template(c, tokenize=True, add_generation_prompt=True, return_dict=False)
         for c in conversations
@@ -81,18 +83,25 @@ def greedy_pipeline(
     outputs = pipe(
         conversations, max_new_tokens=max_new_tokens, do_sample=False, return_tensors=True, batch_size=batch_size
     )
-    eos = _eos_ids(pipe.model)
-    return [
-        _new_tokens(out[0]["generated_token_ids"][len(prompt) :], pipe.tokenizer.pad_token_id, eos)
-        for prompt, out in zip(prompts, outputs, strict=True)
-    ]
+    eos, pad = _eos_ids(pipe.model), pipe.tokenizer.pad_token_id
+    results = []
+    for prompt, out in zip(prompts, outputs, strict=True):
+        ids = list(out[0]["generated_token_ids"])
+        while len(ids) > len(prompt) and ids[0] == pad and prompt[0] != pad:  # batched rows keep their left padding
+            ids.pop(0)
+        results.append(Greedy(_new_tokens(ids[len(prompt) :], pad, eos), [], ids[: len(prompt)]))
+    return results
 
 
-def assert_same_tokens(first: Sequence[int], second: Sequence[int], what: str) -> None:
-    """Exact agreement of two token sequences."""
-    if list(first) != list(second):
-        at = first_difference(first, second)
-        raise AssertionError(f"{what}: token sequences differ from position {at} on")
+def assert_same_tokens(first: Greedy, second: Greedy, what: str) -> None:
+    """Exact agreement of two greedy runs: the same prompt tokens and the same new tokens."""
+    if first.prompt != second.prompt:
+        raise AssertionError(f"{what}: prompts differ from token {first_difference(first.prompt, second.prompt)} on")
+    if first.tokens != second.tokens:
+        at = first_difference(first.tokens, second.tokens)
+        raise AssertionError(f"{what}: new tokens differ from position {at} on")
+    if not first.tokens:
+        raise AssertionError(f"{what}: no new tokens were generated, so there is nothing to compare")
 
 
 def assert_batch_matches_single(

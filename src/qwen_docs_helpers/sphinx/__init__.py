@@ -1,4 +1,10 @@
-"""Sphinx extension of qwen-docs: ``extensions = [..., "qwen_docs_helpers.sphinx"]``."""
+"""Sphinx extension of qwen-docs: ``extensions = [..., "qwen_docs_helpers.sphinx"]``.
+
+- ``site``: every model id resolves offline (real weights linked, else stand-ins) before pages run;
+- ``nested_cells``: code-cells inside tabs and dropdowns are executed and rendered in place;
+- ``stamp``: each executed page says what it ran on;
+- ``cell_errors``: a failed cell is reported with its page and line.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,10 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from . import nested_cells
+from . import cell_errors, nested_cells, site, stamp
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    nested_cells.setup(app)
+    for module in (site, nested_cells, stamp, cell_errors):
+        module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

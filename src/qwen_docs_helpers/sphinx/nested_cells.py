@@ -11,6 +11,12 @@ around that in two steps, so authors can write cells where readers expect them:
    the order they are written.
 2. The :class:`PlaceNestedCells` transform moves each rendered cell (input and outputs) into its
    placeholder, before sphinx-design turns tabs and dropdowns into HTML (post-transforms).
+
+Line numbers: the transform maps every node of the page back to its line in the file, so warnings
+raised on the doctree (unresolved references, failed cells) name the right line; a hoisted cell gets
+its fence's line. Warnings raised while parsing still see the hoisted text, where lines after a block
+holding cells are shifted. The original line is deliberately not put in the cell metadata:
+jupyter-cache hashes all cell metadata, so an edit above a cell would make the page re-execute.
 """
 
 from __future__ import annotations
@@ -19,13 +25,12 @@ import re
 from collections import defaultdict
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import yaml
 from docutils import nodes
 from myst_nb.core.read import is_myst_markdown_notebook
 from myst_parser.parsers.directives import parse_directive_text
-
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.transforms import SphinxTransform
@@ -81,7 +86,7 @@ class _NestedCell:
 
 
 class Hoisted(NamedTuple):
-    """A notebook text with its nested cells hoisted."""
+    """A notebook text with its nested cells hoisted, and where its lines come from."""
 
     text: str
     origin: list[int]  #: for each line of ``text``, the index of the source line it comes from
@@ -143,7 +148,7 @@ def _scan(lines: list[str], first: int, colon_fences: bool) -> list[_NestedCell]
 class _CellOptions:
     """Stands in for the code-cell directive when reading options, exactly as myst-nb does."""
 
-    option_spec = {"options": True}  # noqa: RUF012
+    option_spec: ClassVar[dict[str, Any]] = {"options": True}
     required_arguments = 0
     optional_arguments = 1
     has_content = True
@@ -166,7 +171,10 @@ def _read_cell(lines: list[str], cell: _NestedCell) -> tuple[dict[str, Any], lis
 
 
 def _is_rendered(options: dict[str, Any], body: list[str]) -> bool:
-    """Whether myst-nb will render the cell at all (it drops empty and fully removed cells)."""
+    """Whether myst-nb renders the cell at all: it drops empty and removed cells.
+
+    Removal by configuration (``nb_remove_code_source`` and ``..._outputs``) is not foreseen: it warns.
+    """
     tags = options.get("tags") or []
     if not ("load" in options or "\n".join(body).strip()):
         return False
@@ -275,14 +283,16 @@ class PlaceNestedCells(SphinxTransform):
         origin = _current_document(self.env).pop(_ORIGIN_KEY, None)
         if origin:
             _restore_lines(self.document, origin)
-        slots = {node["slot"]: node for node in self.document.findall(nested_cell_slot)}
+        slots: dict[str, nested_cell_slot] = {}
+        for node in self.document.findall(nested_cell_slot):
+            slots.setdefault(node["slot"], node)
         for cell in list(self.document.findall(_is_slotted_cell)):
             slot = cell["cell_metadata"][SLOT_KEY]
             placeholder = slots.pop(slot, None)
             if placeholder is None:
                 logger.warning(
                     f"code-cell {SLOT_KEY} {slot!r} has no {SLOT_DIRECTIVE} to go to (was its parent "
-                    f"dropped?); rendered after its enclosing block [{_WARNING_TYPE}.unused]",
+                    f"dropped?); rendered after its enclosing block",
                     location=cell,
                     type=_WARNING_TYPE,
                     subtype="unused",
@@ -290,10 +300,10 @@ class PlaceNestedCells(SphinxTransform):
                 continue
             cell.parent.remove(cell)
             placeholder.replace_self(cell)
-        for slot, placeholder in slots.items():
+        for placeholder in list(self.document.findall(nested_cell_slot)):  # unfilled ones
             if not placeholder["removed"]:
                 logger.warning(
-                    f"no rendered code-cell for {SLOT_DIRECTIVE} {slot!r} [{_WARNING_TYPE}.missing]",
+                    f"no rendered code-cell for {SLOT_DIRECTIVE} {placeholder['slot']!r}",
                     location=placeholder,
                     type=_WARNING_TYPE,
                     subtype="missing",
@@ -314,7 +324,7 @@ def _is_text_notebook(app: Sphinx, docname: str, text: str) -> bool:
     return is_myst_markdown_notebook(text)
 
 
-def hoist_on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
+def _hoist_on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
     if not _is_text_notebook(app, docname, source[0]):
         return
     hoisted = hoist_nested_cells(source[0], colon_fences="colon_fence" in app.config.myst_enable_extensions)
@@ -322,7 +332,7 @@ def hoist_on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
         return
     for line, message in hoisted.problems:
         logger.warning(
-            f"{message} [{_WARNING_TYPE}.options]",
+            message,
             location=(docname, line + 1),
             type=_WARNING_TYPE,
             subtype="options",
@@ -335,5 +345,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.setup_extension("myst_nb")
     app.add_directive(SLOT_DIRECTIVE, NestedCellSlot)
     app.add_transform(PlaceNestedCells)
-    app.connect("source-read", hoist_on_source_read)
+    app.connect("source-read", _hoist_on_source_read)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

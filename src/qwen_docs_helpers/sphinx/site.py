@@ -19,7 +19,12 @@ from ..standins import offline_env, prepare_hub
 logger = logging.getLogger(__name__)
 
 #: Environment the executing kernel inherits: offline hub and no progress bars in cell outputs.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # tqdm.auto warns on import in a kernel without ipywidgets; the bars themselves are disabled above.
+    "PYTHONWARNINGS": "ignore:IProgress not found",
+}
 
 
 def prepare_models(app: Sphinx, config: Config) -> None:

@@ -2,13 +2,18 @@
 
 The stamp is produced inside the page's own kernel run (and cached with it), so it states what that
 execution really ran on: device, versions, date, and real or stand-in weights for the models the page
-names, with the stand-in notice when the output is random text.
+names, with the stand-in notice when the output is random text. The cell is appended at the end of the
+source (so no line number of the page moves, and it runs after every other cell) and a transform
+shows it under the page title.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from docutils import nodes
+from docutils.transforms import Transform
 from myst_nb.core.read import is_myst_markdown_notebook
 from sphinx.application import Sphinx
 from sphinx.util import logging
@@ -18,7 +23,7 @@ from ..published import known_model_ids
 logger = logging.getLogger(__name__)
 
 _MODEL_ID = re.compile(r"Qwen/[A-Za-z0-9._-]+")
-#: Tag on the injected cell, so tests and the copy/download tools can recognise it.
+#: Tag on the injected cell, so the transform, tests and download tools can recognise it.
 STAMP_TAG = "qd-stamp"
 
 
@@ -31,7 +36,7 @@ def models_named(text: str) -> list[str]:
 def stamp_cell(model_ids: list[str]) -> str:
     """The hidden code cell that prints the stamp."""
     return (
-        "```{code-cell} ipython3\n"
+        "\n```{code-cell} ipython3\n"
         f":tags: [remove-input, {STAMP_TAG}]\n"
         "from qwen_docs_helpers.runtime import page_stamp\n\n"
         f"page_stamp({model_ids!r})\n"
@@ -39,34 +44,38 @@ def stamp_cell(model_ids: list[str]) -> str:
     )
 
 
-def insert_stamp(text: str, model_ids: list[str]) -> str | None:
-    """Insert the stamp cell right after the page title (the first line after the front matter)."""
-    lines = text.splitlines(keepends=True)
-    end = next((i for i, line in enumerate(lines[1:], start=1) if line.startswith(("---", "..."))), None)
-    if end is None:
-        return None
-    title = next((i for i in range(end + 1, len(lines)) if lines[i].strip()), None)
-    if title is None or not lines[title].startswith("# "):
-        return None
-    return "".join([*lines[: title + 1], "\n", stamp_cell(model_ids), "\n", *lines[title + 1 :]])
-
-
 def add_stamp(app: Sphinx, docname: str, source: list[str]) -> None:
-    if not app.config.qwen_docs_stamp or not is_myst_markdown_notebook(source[0]):
-        return
-    stamped = insert_stamp(source[0], models_named(source[0]))
-    if stamped is None:
-        logger.warning(
-            "executed page has no '# Title' line right after its front matter; no 'verified on' stamp added",
-            location=docname,
-            type="qwen_docs",
-            subtype="stamp",
-        )
-        return
-    source[0] = stamped
+    if app.config.qwen_docs_stamp and is_myst_markdown_notebook(source[0]):
+        source[0] = source[0].rstrip("\n") + "\n" + stamp_cell(models_named(source[0]))
+
+
+def _is_stamp_cell(node: nodes.Node) -> bool:
+    return (
+        isinstance(node, nodes.container)
+        and node.get("nb_element") == "cell_code"
+        and STAMP_TAG in node.get("cell_metadata", {}).get("tags", [])
+    )
+
+
+class MoveStampUnderTitle(Transform):
+    """Show the stamp cell's output right under the page title."""
+
+    default_priority = 200
+
+    def apply(self, **kwargs: Any) -> None:
+        cell = next(iter(self.document.findall(_is_stamp_cell)), None)
+        if cell is None:
+            return
+        section = next(iter(self.document.findall(nodes.section)), None)
+        if section is None or not isinstance(section[0], nodes.title):
+            logger.warning("executed page has no title to put its 'verified on' stamp under", location=cell)
+            return
+        cell.parent.remove(cell)
+        section.insert(1, cell)
 
 
 def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("qwen_docs_stamp", True, "env", bool)
-    app.connect("source-read", add_stamp, priority=400)
+    app.connect("source-read", add_stamp, priority=600)
+    app.add_transform(MoveStampUnderTitle)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

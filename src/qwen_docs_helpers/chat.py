@@ -1,0 +1,84 @@
+"""Chat replies from a Qwen chat model: the template, the padding and the decoding done once, correctly.
+
+The three classic mistakes in chat snippets are right padding in a batch (generation then continues after
+pad tokens), forgetting ``add_generation_prompt`` (the model continues the user's turn), and decoding the
+whole sequence (the reply then repeats the prompt). Everything here pads on the left *per call*, without
+touching the tokenizer's own ``padding_side``, and decodes only the new tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import InvalidArgumentError
+from .validation import validate_batch, validate_max_new_tokens, validate_messages
+
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "encode_chat", "generate_replies", "reply"]
+
+#: The reply length Qwen's own examples use.
+DEFAULT_MAX_NEW_TOKENS = 512
+
+#: A conversation: ``[{"role": "user", "content": "..."}, ...]``.
+Conversation = Sequence[dict[str, Any]]
+
+
+def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation]) -> BatchEncoding:
+    """Apply the chat template (with the assistant prompt) and tokenize into one left-padded batch.
+
+    The template is rendered to text first and tokenized in a second call because ``padding_side`` is a
+    per-call argument of ``tokenizer(...)``, while ``apply_chat_template`` silently ignores it (it only
+    honours ``tokenizer_kwargs={"padding_side": ...}``). The rendered text already holds the special tokens,
+    so none are added. Inputs are not validated here.
+    """
+    texts = tokenizer.apply_chat_template([list(c) for c in conversations], add_generation_prompt=True,
+                                          tokenize=False)
+    if len(texts) > 1 and tokenizer.pad_token is None:
+        raise InvalidArgumentError("the tokenizer has no pad token, so a batch cannot be padded",
+                                   "set tokenizer.pad_token (Qwen's is '<|endoftext|>') or send one conversation")
+    return tokenizer(texts, padding=len(texts) > 1, padding_side="left", add_special_tokens=False,
+                     return_tensors="pt")
+
+
+def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation],
+              max_new_tokens: int, generate_kwargs: dict[str, Any]) -> list[str]:
+    inputs = encode_chat(tokenizer, conversations).to(model.device)
+    if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+    sequences = getattr(output, "sequences", output)  # a GenerateOutput with return_dict_in_generate=True
+    new_tokens = sequences[:, inputs["input_ids"].shape[1]:]
+    return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+def generate_replies(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    *,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Generate the assistant's next reply for each conversation, in one left-padded batch.
+
+    ``generate_kwargs`` go to ``model.generate`` (e.g. ``do_sample=False``); the model's generation config
+    supplies the rest. Returns the decoded new text of each conversation, special tokens removed.
+    Raises :class:`~qwen_docs_helpers.errors.InvalidMessagesError` for malformed conversations.
+    """
+    validate_batch(conversations)
+    return _generate(model, tokenizer, conversations, validate_max_new_tokens(max_new_tokens), generate_kwargs)
+
+
+def reply(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Conversation,
+    *,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    **generate_kwargs: Any,
+) -> str:
+    """The assistant's next reply to one conversation (see :func:`generate_replies`)."""
+    validate_messages(messages)
+    return _generate(model, tokenizer, [messages], validate_max_new_tokens(max_new_tokens), generate_kwargs)[0]

@@ -1,0 +1,59 @@
+"""Name the page, line and error of every cell that failed, in one warning each.
+
+myst-nb reports a failed execution as "Executing notebook failed: CellExecutionError" for the page (or,
+raising, as a Sphinx crash report). The failing cell's traceback is in the doctree, so this transform
+turns each unexpected one into ``page.md:LINE: WARNING: code cell raised ValueError: ...`` that points
+at the cell in the source file, and the ``-W`` build fails on it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.transforms import SphinxTransform
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: The tag with which authors say a cell is meant to raise (myst-nb's own).
+EXPECTED_ERROR_TAG = "raises-exception"
+
+
+def _is_code_cell(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
+
+
+def error_line(traceback: str) -> str:
+    """The ``Name: message`` line that ends a rendered traceback."""
+    lines = [line.strip() for line in _ANSI.sub("", traceback).splitlines() if line.strip()]
+    return lines[-1] if lines else "an error"
+
+
+class ReportFailedCells(SphinxTransform):
+    """Warn, at the cell's own source line, for each traceback in a cell not tagged ``raises-exception``."""
+
+    default_priority = 900  # after the nested cells are in place and their line numbers restored
+
+    def apply(self, **kwargs: Any) -> None:
+        for number, cell in enumerate(self.document.findall(_is_code_cell), start=1):
+            if EXPECTED_ERROR_TAG in cell.get("cell_metadata", {}).get("tags", []):
+                continue
+            for block in cell.findall(nodes.literal_block):
+                if "traceback" in block.get("classes", []):
+                    logger.warning(
+                        f"code cell {number} raised {error_line(block.astext())} "
+                        f"(fix it, or tag it '{EXPECTED_ERROR_TAG}' if the error is the point)",
+                        location=cell,
+                        type="qwen_docs",
+                        subtype="cell_error",
+                    )
+                    break
+
+
+def setup(app: Sphinx) -> dict[str, object]:
+    app.add_transform(ReportFailedCells)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,98 @@
+"""Check chat inputs before they reach the tokenizer.
+
+A malformed conversation otherwise fails deep inside the Jinja chat template (``'dict object' has no
+attribute 'content'``) or, worse, renders a wrong prompt without failing at all; and a single conversation
+passed where a batch is expected is silently read as a batch of messages. These checks name the offending
+index and say how to fix it, in one line. They only read their input: valid input is returned as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from numbers import Integral
+from typing import Any
+
+from .errors import InvalidArgumentError, InvalidMessagesError
+
+__all__ = ["ROLES", "validate_batch", "validate_max_new_tokens", "validate_messages"]
+
+#: Roles the Qwen2 ChatML template (and transformers' chat templates in general) understand.
+ROLES = ("system", "user", "assistant", "tool")
+
+_MESSAGE_FIX = "give every message a 'role' and a 'content' string"
+_ROLE_FIX = f"use one of {', '.join(repr(role) for role in ROLES)}"
+
+
+def _kind(value: object) -> str:
+    """``'a str'``, ``'an int'``: the type of ``value`` for a message."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _is_list(value: object) -> bool:
+    """A list or tuple; strings, bytes and mappings are sequences too but never a list of messages."""
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
+
+
+def validate_messages(messages: Any, *, name: str = "messages") -> Any:
+    """Check one conversation: a non-empty list of ``{'role': ..., 'content': str}`` dicts.
+
+    ``role`` must be one of :data:`ROLES`; other keys (``name``, ``tool_call_id``, ...) are allowed. Returns
+    ``messages`` itself, unchanged. ``name`` is how the conversation is called in error messages.
+    Raises :class:`InvalidMessagesError`.
+    """
+    if isinstance(messages, Mapping):
+        raise InvalidMessagesError(f"{name} is a single dict, not a list of messages", "wrap it in a list: [message]")
+    if not _is_list(messages):
+        raise InvalidMessagesError(f"{name} is {_kind(messages)}, not a list",
+                                   "pass a list of {'role': ..., 'content': ...} dicts")
+    if len(messages) == 0:
+        raise InvalidMessagesError(f"{name} is empty", "pass at least one message, e.g. [{'role': 'user', "
+                                   "'content': 'Hello'}]")
+    for index, message in enumerate(messages):
+        where = f"{name}[{index}]"
+        if _is_list(message):
+            raise InvalidMessagesError(f"{where} is {_kind(message)}, not a message dict",
+                                       "for several conversations at once use generate_replies(model, "
+                                       "tokenizer, [conversation, ...])")
+        if not isinstance(message, Mapping):
+            raise InvalidMessagesError(f"{where} is {_kind(message)}, not a dict", _MESSAGE_FIX)
+        for key in ("role", "content"):
+            if key not in message:
+                raise InvalidMessagesError(f"{where} has no {key!r}", _MESSAGE_FIX)
+            if not isinstance(message[key], str):
+                fix = _ROLE_FIX if key == "role" else f"{_MESSAGE_FIX} (convert it with str())"
+                raise InvalidMessagesError(f"{where}[{key!r}] is {_kind(message[key])}, not a str", fix)
+        if message["role"] not in ROLES:
+            raise InvalidMessagesError(f"{where} has role {message['role']!r}", _ROLE_FIX)
+    return messages
+
+
+def validate_batch(batch: Any, *, name: str = "conversations") -> Any:
+    """Check a batch: a non-empty list of conversations, each valid for :func:`validate_messages`.
+
+    A single conversation passed where a batch is expected is recognised and explained. Returns ``batch``
+    itself, unchanged. Raises :class:`InvalidMessagesError`.
+    """
+    if isinstance(batch, Mapping) or not _is_list(batch):
+        raise InvalidMessagesError(f"{name} is {_kind(batch)}, not a list of conversations",
+                                   "pass [conversation, ...], each conversation a list of message dicts")
+    if len(batch) == 0:
+        raise InvalidMessagesError(f"{name} is empty", "pass at least one conversation (a list of message dicts)")
+    if any(isinstance(item, Mapping) for item in batch):
+        raise InvalidMessagesError(f"{name} looks like a single conversation (its items are message dicts)",
+                                   "wrap it in a list, [messages], or call reply(model, tokenizer, messages)")
+    for index, conversation in enumerate(batch):
+        validate_messages(conversation, name=f"{name}[{index}]")
+    return batch
+
+
+def validate_max_new_tokens(max_new_tokens: Any) -> int:
+    """Check that ``max_new_tokens`` is a positive integer (``True`` is not a number of tokens)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, Integral):
+        raise InvalidArgumentError(f"max_new_tokens is {_kind(max_new_tokens)} ({max_new_tokens!r}), not an int",
+                                   "pass a positive whole number of tokens, e.g. max_new_tokens=512")
+    if max_new_tokens < 1:
+        raise InvalidArgumentError(f"max_new_tokens is {max_new_tokens}",
+                                   "pass a positive number of tokens, e.g. max_new_tokens=512")
+    return int(max_new_tokens)
