@@ -31,6 +31,7 @@ nb_execution_timeout = int(os.environ.get("QWEN_DOCS_CELL_TIMEOUT", "300"))
 nb_execution_raise_on_error = False  # keep going: qwen_docs_helpers names each failed cell with its line
 nb_execution_show_tb = False
 nb_merge_streams = True
+nb_scroll_outputs = True  # long (stand-in) outputs scroll instead of stretching the page
 nb_output_stderr = "warn"  # stray stderr (progress bars, log noise) fails the -W build instead of reaching readers
 nb_render_markdown_format = "myst"
 

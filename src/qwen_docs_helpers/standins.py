@@ -18,8 +18,9 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, PretrainedConfig
@@ -141,13 +142,19 @@ def resolve_in_hub(model_id: str, hub: Path) -> Resolved | None:
     return Resolved(model_id, "standin", snapshot)
 
 
+@cache
+def _shared_tokenizer() -> Any:
+    """One tokenizer build (~4 s) per process, however many stand-ins are written."""
+    return build_qwen2_tokenizer()
+
+
 def _seed(model_id: str) -> int:
     return int.from_bytes(hashlib.sha256(model_id.encode()).digest()[:4], "little")
 
 
 def write_standin_snapshot(model_id: str, target: Path, tokenizer: object | None = None) -> None:
     """Write a stand-in checkpoint (weights, config, generation config, tokenizer) into ``target``."""
-    tokenizer = tokenizer or build_qwen2_tokenizer()
+    tokenizer = tokenizer or _shared_tokenizer()
     config = standin_config(model_id)
     torch.manual_seed(_seed(model_id))  # same id, same weights: pages stay stable between builds
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -234,13 +241,17 @@ def prepare_hub(
                 progress(f"[{done}/{len(model_ids)}] {model_id}: real weights from {real}")
             elif force or current is None or current.weights != "standin":
                 progress(f"[{done}/{len(model_ids)}] {model_id}: building stand-in")
-                tokenizer = tokenizer or build_qwen2_tokenizer()
+                tokenizer = tokenizer or _shared_tokenizer()
                 staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=hub))
                 revision = _revision(model_id)
-                write_standin_snapshot(model_id, staging / "snapshots" / revision, tokenizer)
-                (staging / "refs").mkdir()
-                (staging / "refs" / "main").write_text(revision)
-                _replace_atomically(staging, final)
+                try:
+                    write_standin_snapshot(model_id, staging / "snapshots" / revision, tokenizer)
+                    (staging / "refs").mkdir()
+                    (staging / "refs" / "main").write_text(revision)
+                    _replace_atomically(staging, final)
+                except BaseException:  # interrupted or failed: drop the half-written copy, keep the old entry
+                    shutil.rmtree(staging, ignore_errors=True)
+                    raise
             else:
                 progress(f"[{done}/{len(model_ids)}] {model_id}: stand-in up to date")
             resolved = resolve(model_id, cache_dir)

@@ -1,0 +1,86 @@
+"""The runtime description (page stamp, ``qwen-docs env``) and the ``qwen-docs`` command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qwen_docs_helpers.runtime import Runtime, describe_runtime
+
+CLI = [sys.executable, "-m", "qwen_docs_helpers.cli"]
+
+
+def run_cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
+
+
+def test_runtime_reports_standins_and_missing_models(standin_hub: dict[str, Path]) -> None:
+    runtime = describe_runtime(["Qwen/Qwen2-7B-Instruct", "Qwen/Qwen2-1.5B-Instruct"])
+    assert runtime.weights["Qwen/Qwen2-7B-Instruct"] == "standin"
+    assert runtime.weights["Qwen/Qwen2-1.5B-Instruct"] in {"standin", "missing"}
+    assert runtime.accelerator == "cpu" and runtime.offline
+    assert runtime.versions["torch"] and runtime.versions["transformers"]
+    stamp = runtime.as_markdown()
+    assert "Verified on" in stamp and runtime.device in stamp
+    assert "qd-standin-notice" in stamp and "random noise" in stamp
+
+
+def test_stamp_has_no_standin_notice_with_real_weights() -> None:
+    runtime = Runtime(
+        device="GPU X",
+        accelerator="cuda",
+        python="3.12",
+        versions={"torch": "2"},
+        weights={"Qwen/Qwen2-7B-Instruct": "real"},
+        offline=True,
+        date="2026-01-01",
+    )
+    stamp = runtime.as_markdown()
+    assert "real weights" in stamp and "qd-standin-notice" not in stamp and "2026-01-01" in stamp
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ((), "required: command"),
+        (("frobnicate",), "invalid choice"),
+        (("standins", "--model", "Qwen/Nope"), "invalid choice"),
+        (("env", "--bogus"), "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_status_2(args: tuple[str, ...], needle: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("qwen-docs")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_standins_command_creates_and_reports(tmp_path: Path) -> None:
+    result = run_cli("standins", "--cache-dir", str(tmp_path), "--model", "Qwen/Qwen2-1.5B-Instruct", "--no-real")
+    assert result.returncode == 0, result.stderr
+    model_id, weights, snapshot = result.stdout.strip().split("\t")
+    assert (model_id, weights) == ("Qwen/Qwen2-1.5B-Instruct", "standin")
+    assert Path(snapshot, "model.safetensors").is_file()
+    assert f"HF_HUB_CACHE={tmp_path.resolve() / 'hub'}" in result.stderr
+    assert "[1/1] Qwen/Qwen2-1.5B-Instruct: building stand-in" in result.stderr
+
+
+def test_standins_command_error_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_cli("standins", "--cache-dir", str(blocker), "--model", "Qwen/Qwen2-1.5B-Instruct")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_env_command_json(standin_hub: dict[str, Path]) -> None:
+    result = run_cli("env", "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["accelerator"] == "cpu"
+    assert facts["weights"]["Qwen/Qwen2-7B-Instruct"] == "standin"  # the subprocess inherits the test hub

@@ -1,0 +1,223 @@
+"""Stand-in checkpoints: the real tokenizer, the hub layout, real weights first, and safe writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from qwen_docs_helpers import standins
+from qwen_docs_helpers.published import published_generation_config
+from qwen_docs_helpers.standins import (
+    STANDIN_MARKER,
+    find_real_snapshot,
+    prepare_hub,
+    repo_folder_name,
+    resolve,
+)
+
+SMALL_ID = "Qwen/Qwen2-1.5B-Instruct"  # the smallest stand-in (tied embeddings)
+SEED_PROMPT = [{"role": "user", "content": "Give me a short introduction to large language model."}]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file below ``root`` with a hash of its content, to prove a folder was not touched."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def quiet(_: str) -> None:
+    return None
+
+
+def test_standin_tokenizer_is_the_real_qwen2_tokenizer(standin_hub: dict[str, Path]) -> None:
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from transformers import AutoTokenizer
+
+    from qwen_docs_helpers.tokenizer import tiktoken_ranks_path
+
+    tokenizer = AutoTokenizer.from_pretrained("Qwen/Qwen2-7B-Instruct")
+    ids = tokenizer.apply_chat_template(SEED_PROMPT, add_generation_prompt=True, return_dict=False)
+    assert len(ids) == 29 and ids[-3:] == [151644, 77091, 198]  # ...<|im_start|>assistant\n
+    assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]) == [151643, 151644, 151645]
+    assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|endoftext|>")
+
+    pattern = (
+        r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+        r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    )
+    reference = tiktoken.Encoding(
+        "qwen", pat_str=pattern, mergeable_ranks=load_tiktoken_bpe(str(tiktoken_ranks_path())), special_tokens={}
+    )
+    text = Path(standins.__file__).read_text() + "\n大型语言模型是一种人工智能。 12345 café naïve 😀\r\n\tend"
+    assert tokenizer.encode(text) == reference.encode(text)
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_standin_has_real_architecture_generation_config_and_marker(standin_hub: dict[str, Path]) -> None:
+    snapshot = standin_hub["Qwen/Qwen2-7B-Instruct"]
+    config = json.loads((snapshot / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForCausalLM"]
+    assert config["vocab_size"] == 152064 and config["num_key_value_heads"] < config["num_attention_heads"]
+    assert config[STANDIN_MARKER]["of"] == "Qwen/Qwen2-7B-Instruct"
+    generation = json.loads((snapshot / "generation_config.json").read_text())
+    for key, value in published_generation_config("Qwen/Qwen2-7B-Instruct").items():
+        assert generation[key] == value
+    assert (snapshot / "model.safetensors").is_file()
+    assert not list(snapshot.glob("*.bin"))
+    moe = json.loads((standin_hub["Qwen/Qwen1.5-MoE-A2.7B-Chat"] / "config.json").read_text())
+    assert moe["architectures"] == ["Qwen2MoeForCausalLM"] and moe["num_experts"] > moe["num_experts_per_tok"] > 1
+
+
+def test_unchanged_snippet_loads_the_standin_offline(standin_hub: dict[str, Path]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained("Qwen/Qwen2-7B-Instruct", dtype="auto")
+    assert standins.is_standin(model.config)
+    assert str(model.dtype) == "torch.bfloat16"
+
+
+def test_prepare_is_idempotent_and_force_rebuilds(tmp_path: Path) -> None:
+    empty_user_cache = tmp_path / "user-hub"
+    first = prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=empty_user_cache, progress=quiet)
+    weights = first[0].snapshot / "model.safetensors"
+    inode = weights.stat().st_ino
+    lines: list[str] = []
+    again = prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=empty_user_cache, progress=lines.append)
+    assert again == first and weights.stat().st_ino == inode
+    assert lines == [f"[1/1] {SMALL_ID}: stand-in up to date"]
+    prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=empty_user_cache, force=True, progress=quiet)
+    assert weights.stat().st_ino != inode
+    assert not empty_user_cache.exists()  # the user's cache is never created or written
+
+
+def test_stale_standin_version_is_rebuilt(tmp_path: Path) -> None:
+    (entry,) = prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", progress=quiet)
+    config_path = entry.snapshot / "config.json"
+    config = json.loads(config_path.read_text())
+    config[STANDIN_MARKER]["version"] = -1
+    config_path.write_text(json.dumps(config))
+    assert resolve(SMALL_ID, tmp_path) is None
+    (rebuilt,) = prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", progress=quiet)
+    assert (
+        json.loads((rebuilt.snapshot / "config.json").read_text())[STANDIN_MARKER]["version"]
+        == standins.STANDIN_VERSION
+    )
+
+
+def make_real_snapshot(user_cache: Path, model_id: str, *, safetensors: bool = True) -> Path:
+    """A user's hub-cache entry holding 'real' (unmarked) weights for ``model_id``."""
+    from transformers import AutoModelForCausalLM
+
+    revision = "0" * 40
+    snapshot = user_cache / repo_folder_name(model_id) / "snapshots" / revision
+    config = standins.standin_config(model_id)
+    delattr(config, STANDIN_MARKER)
+    model = AutoModelForCausalLM.from_config(config)
+    if safetensors:
+        model.save_pretrained(snapshot)
+    else:
+        import torch
+
+        snapshot.mkdir(parents=True)
+        config.save_pretrained(snapshot)
+        torch.save(model.state_dict(), snapshot / "pytorch_model.bin")
+    (snapshot.parents[1] / "refs").mkdir(parents=True)
+    (snapshot.parents[1] / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_real_weights_win_and_the_user_cache_is_only_read(tmp_path: Path) -> None:
+    user_cache = tmp_path / "user-hub"
+    real = make_real_snapshot(user_cache, SMALL_ID)
+    before = tree_digest(user_cache)
+    (entry,) = prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=user_cache, progress=quiet)
+    assert entry.weights == "real"
+    assert entry.snapshot.resolve() == real.resolve()
+    assert tree_digest(user_cache) == before
+    # a stand-in made earlier is replaced once real weights appear, and vice versa with use_real=False
+    (standin,) = prepare_hub(
+        [SMALL_ID], cache_dir=tmp_path / "c", real_cache=user_cache, use_real=False, progress=quiet
+    )
+    assert standin.weights == "standin" and tree_digest(user_cache) == before
+    (again,) = prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=user_cache, progress=quiet)
+    assert again.weights == "real" and tree_digest(user_cache) == before
+
+
+def test_pickled_weights_are_never_taken_as_real(tmp_path: Path) -> None:
+    user_cache = tmp_path / "user-hub"
+    make_real_snapshot(user_cache, SMALL_ID, safetensors=False)
+    assert find_real_snapshot(SMALL_ID, user_cache) is None
+    (entry,) = prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=user_cache, progress=quiet)
+    assert entry.weights == "standin"
+
+
+def test_interrupted_write_leaves_nothing_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = standins.write_standin_snapshot
+
+    def write_then_die(model_id: str, target: Path, tokenizer: object | None = None) -> None:
+        real_write(model_id, target, tokenizer)
+        (target / "model.safetensors").write_bytes(b"truncated")
+        raise KeyboardInterrupt  # as if the build were killed mid-write
+
+    monkeypatch.setattr(standins, "write_standin_snapshot", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", progress=quiet)
+    assert resolve(SMALL_ID, tmp_path) is None
+    assert not (standins.hub_dir(tmp_path) / repo_folder_name(SMALL_ID)).exists()
+    assert [p.name for p in standins.hub_dir(tmp_path).iterdir() if p.name.startswith(".staging")] == []
+    monkeypatch.setattr(standins, "write_standin_snapshot", real_write)
+    (entry,) = prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", progress=quiet)
+    assert entry.weights == "standin"
+    from safetensors import safe_open
+
+    with safe_open(entry.snapshot / "model.safetensors", "pt") as weights:
+        assert len(list(weights.keys())) > 0
+
+
+def test_half_written_entry_from_an_older_crash_is_rebuilt(tmp_path: Path) -> None:
+    repo = standins.hub_dir(tmp_path) / repo_folder_name(SMALL_ID)
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "snapshots" / "abc" / "config.json").write_text("{}")  # no refs/main, no weights
+    assert resolve(SMALL_ID, tmp_path) is None
+    (entry,) = prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", progress=quiet)
+    assert entry.weights == "standin" and entry.snapshot.name != "abc"
+
+
+def _prepare_in_child(cache_dir: str) -> str:
+    (entry,) = prepare_hub([SMALL_ID], cache_dir=Path(cache_dir), real_cache=Path(cache_dir) / "none", progress=quiet)
+    return str(entry.snapshot)
+
+
+def test_two_concurrent_creations_give_one_valid_entry(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        snapshots = pool.map(_prepare_in_child, [str(tmp_path)] * 2)
+    assert snapshots[0] == snapshots[1]
+    entry = resolve(SMALL_ID, tmp_path)
+    assert entry is not None and str(entry.snapshot) == snapshots[0]
+    leftovers = [p.name for p in standins.hub_dir(tmp_path).iterdir() if p.name.startswith(".staging")]
+    assert leftovers == []
+
+
+def test_unknown_model_id_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no stand-in recipe for Qwen/Nope") as error:
+        prepare_hub(["Qwen/Nope"], cache_dir=tmp_path, progress=quiet)
+    assert "\n" not in str(error.value)
+
+
+def test_default_cache_is_project_local_not_the_users(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("QWEN_DOCS_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert standins.default_cache_dir() == tmp_path.resolve() / ".cache" / "qwen-docs"
+    assert standins.hub_dir() != standins.user_hub_cache()
+    monkeypatch.setenv("QWEN_DOCS_CACHE", os.fspath(tmp_path / "elsewhere"))
+    assert standins.default_cache_dir() == (tmp_path / "elsewhere").resolve()
