@@ -1,0 +1,80 @@
+"""The "verified on" stamp under each executed page's title, and failed cells named by page and line."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from docutils import nodes
+from sphinx.testing.util import SphinxTestApp
+
+from qwen_docs_helpers.sphinx.cell_errors import error_line
+from qwen_docs_helpers.sphinx.stamp import STAMP_TAG, models_named
+
+ROOT = Path(__file__).parent / "roots" / "stamped"
+
+
+@pytest.fixture(scope="module")
+def built(
+    tmp_path_factory: pytest.TempPathFactory, standin_hub: dict[str, Path], hub_cache: Path
+) -> tuple[SphinxTestApp, str]:
+    srcdir = tmp_path_factory.mktemp("stamped") / "src"
+    shutil.copytree(ROOT, srcdir)
+    warnings = StringIO()
+    app = SphinxTestApp(
+        "html",
+        srcdir=srcdir,
+        status=StringIO(),
+        warning=warnings,
+        confoverrides={"qwen_docs_cache_dir": str(hub_cache.parent)},
+    )
+    try:
+        app.build()
+    finally:
+        app.cleanup()
+    return app, warnings.getvalue()
+
+
+def test_models_named_keeps_known_ids_in_order() -> None:
+    text = "Qwen/Qwen1.5-MoE-A2.7B-Chat then Qwen/Qwen2-7B-Instruct, Qwen/Unknown and Qwen/Qwen2-7B-Instruct again"
+    assert models_named(text) == ["Qwen/Qwen1.5-MoE-A2.7B-Chat", "Qwen/Qwen2-7B-Instruct"]
+
+
+def test_stamp_sits_under_the_title_and_names_the_weights(built: tuple[SphinxTestApp, str]) -> None:
+    app, _ = built
+    doctree = app.env.get_doctree("index")
+    section = next(iter(doctree.findall(nodes.section)))
+    assert isinstance(section[0], nodes.title)
+    stamp_cell = section[1]
+    assert STAMP_TAG in stamp_cell["cell_metadata"]["tags"]
+    text = stamp_cell.astext()
+    assert "Verified on" in text and "Qwen/Qwen2-7B-Instruct" in text and "stand-in (random weights)" in text
+    assert "random noise" in text
+    html = (app.outdir / "index.html").read_text()
+    assert html.index("qd-stamp") < html.index("This page talks about")
+    assert "from qwen_docs_helpers.runtime import page_stamp" not in html  # input hidden
+
+
+def test_failed_cell_is_named_with_page_and_line(built: tuple[SphinxTestApp, str]) -> None:
+    app, warnings = built
+    source_line = ROOT.joinpath("failing.md").read_text().splitlines().index("```{code-cell} ipython3", 16) + 1
+    matches = re.findall(r"failing\.md:(\d+): WARNING: code cell \d+ raised ValueError: boom in a tab", warnings)
+    assert matches, warnings
+    assert abs(int(matches[0]) - source_line) <= 2
+    assert len(matches) == 1
+    # the page failed before its last cell, so it carries no stamp claiming it ran
+    assert "Verified on" not in (app.outdir / "failing.html").read_text()
+
+
+def test_expected_errors_are_not_reported(built: tuple[SphinxTestApp, str]) -> None:
+    app, warnings = built
+    assert "expected.md" not in warnings.replace("expected.md: WARNING: Executing notebook", "")
+    assert "still runs" in (app.outdir / "expected.html").read_text()
+
+
+def test_error_line_strips_colours() -> None:
+    assert error_line("Traceback\n\x1b[31mValueError\x1b[39m: boom\n\n") == "ValueError: boom"
+    assert error_line("") == "an error"
