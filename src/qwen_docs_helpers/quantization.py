@@ -28,6 +28,7 @@ __all__ = [
     "require_quantization",
 ]
 
+#: A preset name: 4-bit NF4 or LLM.int8() 8-bit.
 Preset = Literal["nf4", "int8"]
 #: Preset names, in the order the pages present them.
 PRESETS: tuple[Preset, ...] = get_args(Preset)

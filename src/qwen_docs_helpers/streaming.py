@@ -73,7 +73,7 @@ class ChatStream(Iterator[str]):
         self._finished = False
         self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True)
         user_criteria = generate_kwargs.pop("stopping_criteria", None) or []
-        generate_kwargs["stopping_criteria"] = StoppingCriteriaList([*user_criteria])
+        generate_kwargs["stopping_criteria"] = StoppingCriteriaList([*user_criteria, StopOnEvent(self._stop)])
         self._thread = threading.Thread(
             target=_generate_in_thread, args=(model, self._streamer, self._errors, generate_kwargs),
             name="qwen-docs-stream", daemon=True,
@@ -97,7 +97,7 @@ class ChatStream(Iterator[str]):
                 ) from None
             except StopIteration:
                 self._finished = True
-                self._thread.join()  # the stream has ended, so the thread is returning
+                self._thread.join(self.timeout)  # the stream has ended, so the thread is returning
                 if self._errors:
                     raise self._errors[0] from None
                 raise

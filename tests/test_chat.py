@@ -1,0 +1,204 @@
+"""generate_replies / reply: left-padded batches give the one-by-one replies; only new text is decoded.
+
+How "the same" is judged (measured on the random-weight stand-ins, 32 conversations x 32 greedy tokens):
+in float32 batched and one-by-one greedy decoding agree token for token and their per-step scores differ by
+< 1e-6. In bfloat16 the padded batch runs matmuls of other shapes, scores move by one or two bf16 ulps
+(<= 0.017 seen), and since the stand-ins' logits are nearly flat (std 0.16 over 151k tokens, exact ties
+common at bf16 resolution) about 1 conversation in 4 picks a different token at some step. So float32 is
+checked for exact equality, and bfloat16 for what must still hold: the scores agree within a tolerance up
+to the first differing token, and that token was a near-tie in *both* runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from qwen_docs_helpers.chat import encode_chat, generate_replies, reply
+from qwen_docs_helpers.errors import InvalidArgumentError, InvalidMessagesError
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "system", "content": "You are a terse assistant."},
+     {"role": "user", "content": "Give me a short introduction to large language models, with two examples."}],
+    [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."},
+     {"role": "user", "content": "And times 3?"}],
+    [{"role": "user", "content": "请介绍一下你自己。"}],
+]
+MAX_NEW_TOKENS = 16
+FP32_ATOL = 1e-4
+#: About 6 bf16 ulps at |score| ~ 1 (bf16 keeps 8 significant bits); measured differences reach 0.017.
+BF16_ATOL = 0.05
+ASSISTANT_PROMPT = [151644, 77091, 198]  # "<|im_start|>assistant\n"
+
+# The stand-ins' generation config asks for sampling; these tests turn it off, which transformers notes.
+pytestmark = pytest.mark.filterwarnings("ignore:.*generation flags are not valid.*:UserWarning")
+
+
+@dataclass
+class Greedy:
+    """One conversation's greedy continuation: token ids up to and including EOS, and each step's scores."""
+
+    tokens: list[int]
+    scores: torch.Tensor  # (steps, vocab), float32, after logits processors (repetition penalty)
+
+
+def greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: list,
+           padding_side: str = "left") -> list[Greedy]:
+    texts = tokenizer.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+    inputs = tokenizer(texts, padding=True, padding_side=padding_side, add_special_tokens=False, return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_scores=True,
+                         return_dict_in_generate=True)
+    eos = set(model.generation_config.eos_token_id)
+    start = inputs["input_ids"].shape[1]
+    results = []
+    for row in range(len(conversations)):
+        tokens = out.sequences[row, start:].tolist()
+        end = next((i + 1 for i, token in enumerate(tokens) if token in eos), len(tokens))
+        results.append(Greedy(tokens[:end], torch.stack([step[row] for step in out.scores[:end]]).float()))
+    return results
+
+
+def disagreement(batched: Greedy, single: Greedy, atol: float) -> str | None:
+    """Why ``batched`` is not an acceptable greedy decoding of the same conversation as ``single`` (None: it is)."""
+    shared = next((i for i, (a, b) in enumerate(zip(batched.tokens, single.tokens, strict=False)) if a != b), None)
+    steps = min(len(batched.tokens), len(single.tokens)) if shared is None else shared + 1
+    if shared is None and len(batched.tokens) != len(single.tokens):
+        return f"same tokens but lengths {len(batched.tokens)} != {len(single.tokens)}"
+    for step in range(steps):
+        diff = (batched.scores[step] - single.scores[step]).abs().max().item()
+        if not diff <= atol:
+            return f"step {step}: scores differ by {diff:.3g} > {atol}"
+    if shared is not None:
+        mine, theirs = batched.tokens[shared], single.tokens[shared]
+        for name, scores in (("batched", batched.scores[shared]), ("single", single.scores[shared])):
+            gap = abs(scores[mine] - scores[theirs]).item()
+            if not gap <= atol:
+                return f"step {shared}: tokens {mine} vs {theirs} are {gap:.3g} apart in the {name} scores"
+    return None
+
+
+@pytest.fixture(params=["dense", "moe"])
+def fp32_model(request: pytest.FixtureRequest) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    return request.getfixturevalue(f"{request.param}_fp32")
+
+
+@pytest.fixture(params=["dense", "moe"])
+def bf16_model(request: pytest.FixtureRequest) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    return request.getfixturevalue(f"{request.param}_bf16")
+
+
+# --- batched == one by one --------------------------------------------------------------------------------
+
+
+def test_fp32_batched_equals_one_by_one(fp32_model: tuple) -> None:
+    model, tokenizer = fp32_model
+    singles = [greedy(model, tokenizer, [c])[0] for c in CONVERSATIONS]
+    batched = greedy(model, tokenizer, CONVERSATIONS)
+    assert [b.tokens for b in batched] == [s.tokens for s in singles]
+    assert [disagreement(b, s, FP32_ATOL) for b, s in zip(batched, singles, strict=True)] == [None] * len(singles)
+    replies = generate_replies(model, tokenizer, CONVERSATIONS, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    assert replies == [tokenizer.decode(s.tokens, skip_special_tokens=True) for s in singles]
+    assert any(replies)  # not vacuous: something was generated
+
+
+def test_bf16_batch_differs_from_one_by_one_only_at_near_ties(bf16_model: tuple) -> None:
+    model, tokenizer = bf16_model
+    batched = greedy(model, tokenizer, CONVERSATIONS)
+    singles = [greedy(model, tokenizer, [c])[0] for c in CONVERSATIONS]
+    problems = [disagreement(b, s, BF16_ATOL) for b, s in zip(batched, singles, strict=True)]
+    assert problems == [None] * len(CONVERSATIONS)
+
+
+def test_the_bf16_check_catches_a_wrongly_padded_batch(dense_bf16: tuple) -> None:
+    """Control: right padding (generation continues after the pads) must fail the bf16 comparison."""
+    model, tokenizer = dense_bf16
+    batched = greedy(model, tokenizer, CONVERSATIONS, padding_side="right")
+    singles = [greedy(model, tokenizer, [c])[0] for c in CONVERSATIONS]
+    problems = [disagreement(b, s, BF16_ATOL) for b, s in zip(batched, singles, strict=True)]
+    lengths = [len(tokenizer.apply_chat_template(c, add_generation_prompt=True)["input_ids"]) for c in CONVERSATIONS]
+    for length, problem in zip(lengths, problems, strict=True):
+        if length == max(lengths):
+            assert problem is None  # no padding in this row, so right padding does no harm
+        else:  # the first token is predicted from a pad position
+            assert problem is not None and problem.startswith("step 0:"), problems
+
+
+# --- encoding and decoding ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def right_padding(dense_fp32: tuple, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """The shared stand-in with its tokenizer set to pad on the right (restored after the test)."""
+    model, tokenizer = dense_fp32
+    monkeypatch.setattr(tokenizer, "padding_side", "right")
+    return model, tokenizer
+
+
+def test_batch_is_left_padded_without_touching_the_tokenizer(right_padding: tuple) -> None:
+    _, tokenizer = right_padding
+    inputs = encode_chat(tokenizer, CONVERSATIONS)
+    assert tokenizer.padding_side == "right"
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    assert (mask == 0).any()  # the batch does need padding
+    for row, row_mask in zip(ids.tolist(), mask.tolist(), strict=True):
+        assert row[-3:] == ASSISTANT_PROMPT  # every prompt ends where generation starts
+        assert row_mask == sorted(row_mask)  # zeros only on the left
+        assert all(token == tokenizer.pad_token_id for token, m in zip(row, row_mask, strict=True) if m == 0)
+
+
+def test_replies_do_not_depend_on_the_tokenizers_padding_side(right_padding: tuple) -> None:
+    model, tokenizer = right_padding
+    kwargs = {"max_new_tokens": 8, "do_sample": False}
+    from_right = generate_replies(model, tokenizer, CONVERSATIONS, **kwargs)
+    assert tokenizer.padding_side == "right"
+    tokenizer.padding_side = "left"
+    assert generate_replies(model, tokenizer, CONVERSATIONS, **kwargs) == from_right
+
+
+def test_reply_decodes_only_the_new_tokens(dense_fp32: tuple) -> None:
+    model, tokenizer = dense_fp32
+    messages = [{"role": "user", "content": "zebra-quartz-7781"}]
+    text = reply(model, tokenizer, messages, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    (expected,) = greedy(model, tokenizer, [messages])
+    assert expected.tokens, "the stand-in generated nothing: the test would be vacuous"
+    assert text == tokenizer.decode(expected.tokens, skip_special_tokens=True)
+    assert "zebra-quartz-7781" not in text and "<|im_start|>" not in text and "<|im_end|>" not in text
+
+
+def test_return_dict_in_generate_is_accepted(dense_fp32: tuple) -> None:
+    model, tokenizer = dense_fp32
+    kwargs = {"max_new_tokens": 4, "do_sample": False}
+    assert reply(model, tokenizer, CONVERSATIONS[0], return_dict_in_generate=True, **kwargs) == reply(
+        model, tokenizer, CONVERSATIONS[0], **kwargs)
+
+
+# --- inputs are validated before generating -----------------------------------------------------------------
+
+
+@pytest.fixture
+def no_generate(dense_fp32: tuple, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    model, tokenizer = dense_fp32
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("generate ran on invalid input")
+
+    monkeypatch.setattr(model, "generate", refuse)
+    return model, tokenizer
+
+
+def test_invalid_input_is_rejected_before_generating(no_generate: tuple) -> None:
+    model, tokenizer = no_generate
+    with pytest.raises(InvalidMessagesError, match="single conversation"):
+        generate_replies(model, tokenizer, CONVERSATIONS[0])
+    with pytest.raises(InvalidMessagesError, match=r"^conversations is empty"):
+        generate_replies(model, tokenizer, [])
+    with pytest.raises(InvalidMessagesError, match=r"^messages\[0\] is a list"):
+        reply(model, tokenizer, CONVERSATIONS)
+    with pytest.raises(InvalidMessagesError, match=r"^messages\[0\] has no 'content'"):
+        reply(model, tokenizer, [{"role": "user"}])
+    with pytest.raises(InvalidArgumentError, match=r"^max_new_tokens is 0"):
+        reply(model, tokenizer, CONVERSATIONS[0], max_new_tokens=0)

@@ -1,0 +1,150 @@
+"""load_model and the attention policy, on the offline stand-ins."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from qwen_docs_helpers.errors import (
+    AttentionUnavailableError,
+    InvalidArgumentError,
+    ModelNotAvailableError,
+    UnsafeWeightsError,
+)
+from qwen_docs_helpers.loading import AttentionFallbackWarning, choose_attention, load_model
+from qwen_docs_helpers.standins import is_standin
+
+DENSE_ID = "Qwen/Qwen2-7B-Instruct"
+
+# --- choose_attention (pure) ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("requested", [None, "sdpa", "eager"])
+def test_other_attentions_pass_through(requested: str | None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose_attention(requested, strict=True, flash_available=False) == requested
+
+
+def test_flash_attention_is_kept_when_usable() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose_attention("flash_attention_2", strict=True, flash_available=True) == "flash_attention_2"
+
+
+def test_flash_attention_falls_back_to_sdpa_with_a_warning() -> None:
+    with pytest.warns(AttentionFallbackWarning) as record:
+        assert choose_attention("flash_attention_2", flash_available=False) == "sdpa"
+    (warning,) = record
+    text = str(warning.message)
+    assert "\n" not in text and "'sdpa'" in text and "pip install flash-attn" in text
+    assert warning.filename == __file__  # points at the caller, not at the helper
+
+
+def test_strict_flash_attention_raises() -> None:
+    with pytest.raises(AttentionUnavailableError) as caught:
+        choose_attention("flash_attention_2", strict=True, flash_available=False)
+    assert "\n" not in str(caught.value) and "pip install flash-attn" in caught.value.fix
+
+
+def test_availability_is_checked_by_default() -> None:
+    from transformers.utils import is_flash_attn_2_available
+
+    if is_flash_attn_2_available():
+        pytest.skip("flash-attn is usable on this machine")
+    with pytest.warns(AttentionFallbackWarning):
+        assert choose_attention("flash_attention_2") == "sdpa"
+
+
+# --- load_model -----------------------------------------------------------------------------------------------
+
+
+def test_loads_the_standin_by_hub_id_ready_for_batches(standin_hub: dict[str, Path]) -> None:
+    model, tokenizer = load_model(DENSE_ID)
+    assert is_standin(model.config)
+    assert not model.training
+    assert tokenizer.padding_side == "left"
+    assert model.dtype == torch.bfloat16  # dtype="auto" keeps the checkpoint's dtype
+    assert model.config._attn_implementation == "sdpa"  # transformers' default, kept by attn_implementation=None
+
+
+def test_loads_a_local_folder(standin_hub: dict[str, Path]) -> None:
+    model, tokenizer = load_model(standin_hub[DENSE_ID], dtype=torch.float32, device_map="cpu")
+    assert model.dtype == torch.float32 and tokenizer.padding_side == "left"
+
+
+def test_flash_attention_request_loads_with_sdpa(standin_hub: dict[str, Path]) -> None:
+    from transformers.utils import is_flash_attn_2_available
+
+    if is_flash_attn_2_available():
+        pytest.skip("flash-attn is usable on this machine")
+    with pytest.warns(AttentionFallbackWarning):
+        model, _ = load_model(DENSE_ID, attn_implementation="flash_attention_2")
+    assert model.config._attn_implementation == "sdpa"
+    with pytest.raises(AttentionUnavailableError):
+        load_model(DENSE_ID, attn_implementation="flash_attention_2", strict_attention=True)
+
+
+def test_unknown_id_offline_says_how_to_get_weights(standin_hub: dict[str, Path]) -> None:
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model("Qwen/Qwen2-0.5B-Not-Here")
+    error = caught.value
+    assert "\n" not in str(error)
+    assert "Qwen/Qwen2-0.5B-Not-Here" in error.problem and "HF_HUB_OFFLINE=1" in error.problem
+    assert "hf download Qwen/Qwen2-0.5B-Not-Here" in error.fix and "qwen-docs standins" in error.fix
+    assert isinstance(error, OSError) and isinstance(error.__cause__, OSError)
+
+
+def _pickled_copy(snapshot: Path, target: Path) -> Path:
+    """A copy of a stand-in whose weights are a pickled pytorch_model.bin instead of safetensors."""
+    from safetensors.torch import load_file
+
+    target.mkdir(parents=True)
+    for path in snapshot.iterdir():
+        if path.suffix != ".safetensors":
+            shutil.copy(path, target)
+    torch.save(load_file(snapshot / "model.safetensors"), target / "pytorch_model.bin")
+    return target
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail if anything calls torch.load: refusing pickled weights must happen before they are read."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load was called on pickled weights")
+
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def test_pickled_weights_in_a_folder_are_refused(standin_hub: dict[str, Path], tmp_path: Path,
+                                                 no_unpickling: None) -> None:
+    folder = _pickled_copy(standin_hub[DENSE_ID], tmp_path / "pickled")
+    with pytest.raises(UnsafeWeightsError) as caught:
+        load_model(folder)
+    assert "\n" not in str(caught.value)
+    assert "pytorch_model.bin" in caught.value.problem and "safetensors" in caught.value.fix
+
+
+def test_pickled_weights_in_the_hub_cache_are_refused(standin_hub: dict[str, Path], hub_cache: Path,
+                                                      no_unpickling: None) -> None:
+    repo = hub_cache / "models--qwen-docs-tests--pickled"
+    revision = "0" * 40
+    shutil.rmtree(repo, ignore_errors=True)
+    try:
+        _pickled_copy(standin_hub[DENSE_ID], repo / "snapshots" / revision)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(revision)
+        with pytest.raises(UnsafeWeightsError):
+            load_model("qwen-docs-tests/pickled")
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def test_quantization_must_be_a_preset_or_a_config(standin_hub: dict[str, Path]) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"^quantization=4 is not a preset name"):
+        load_model(DENSE_ID, quantization=4)  # type: ignore[arg-type]

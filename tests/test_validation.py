@@ -1,0 +1,180 @@
+"""validate_messages / validate_batch / validate_max_new_tokens, and the one-line error contract."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qwen_docs_helpers import errors
+from qwen_docs_helpers.errors import InvalidArgumentError, InvalidMessagesError, QwenDocsError
+from qwen_docs_helpers.validation import ROLES, validate_batch, validate_max_new_tokens, validate_messages
+
+# --- strategies -------------------------------------------------------------------------------------------
+
+texts = st.text(max_size=20)
+message = st.fixed_dictionaries(
+    {"role": st.sampled_from(ROLES), "content": texts},
+    optional={"name": texts, "tool_call_id": texts},  # extra keys are allowed and left alone
+)
+conversation = st.lists(message, min_size=1, max_size=6)
+not_a_str = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.binary(max_size=3),
+                      st.lists(st.integers(), max_size=2), st.dictionaries(texts, texts, max_size=1))
+not_a_dict = st.one_of(st.none(), st.integers(), texts, st.lists(message, max_size=2), st.tuples(texts, texts))
+
+
+@st.composite
+def malformed(draw: st.DrawFn) -> tuple[Any, int | None]:
+    """A conversation with exactly one defect, and the index of the broken message (None: the list itself)."""
+    messages = draw(conversation)
+    defect = draw(st.sampled_from(["container", "empty", "item", "missing", "role_type", "role_value",
+                                   "content_type"]))
+    if defect == "container":
+        return draw(st.one_of(st.none(), st.integers(), texts, message, st.sets(st.integers(), max_size=2))), None
+    if defect == "empty":
+        return draw(st.sampled_from([[], ()])), None
+    index = draw(st.integers(0, len(messages) - 1))
+    broken = dict(messages[index])
+    if defect == "item":
+        messages[index] = draw(not_a_dict)
+        return messages, index
+    if defect == "missing":
+        del broken[draw(st.sampled_from(["role", "content"]))]
+    elif defect == "role_type":
+        broken["role"] = draw(not_a_str)
+    elif defect == "role_value":
+        broken["role"] = draw(texts.filter(lambda role: role not in ROLES))
+    else:
+        broken["content"] = draw(not_a_str)
+    messages[index] = broken
+    return messages, index
+
+
+def assert_one_line(error: QwenDocsError) -> None:
+    text = str(error)
+    assert "\n" not in text and "\r" not in text, text
+    assert error.problem and error.fix and text == f"{error.problem}: {error.fix}"
+
+
+# --- validate_messages --------------------------------------------------------------------------------------
+
+@given(conversation)
+def test_valid_conversations_pass_unchanged(messages: list[dict[str, str]]) -> None:
+    before = copy.deepcopy(messages)
+    assert validate_messages(messages) is messages
+    assert messages == before
+
+
+@given(malformed())
+def test_malformed_conversations_raise_one_line_naming_the_index(case: tuple[Any, int | None]) -> None:
+    messages, index = case
+    with pytest.raises(InvalidMessagesError) as caught:
+        validate_messages(messages)
+    assert_one_line(caught.value)
+    assert isinstance(caught.value, ValueError)
+    if index is not None:
+        assert caught.value.problem.startswith(f"messages[{index}]"), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user"}],
+         "messages[2] has no 'content': give every message a 'role' and a 'content' string"),
+        ([{"role": "bot", "content": "hi"}],
+         "messages[0] has role 'bot': use one of 'system', 'user', 'assistant', 'tool'"),
+        ([], "messages is empty: pass at least one message, e.g. [{'role': 'user', 'content': 'Hello'}]"),
+        ({"role": "user", "content": "hi"}, "messages is a single dict, not a list of messages: wrap it in a list: "
+                                            "[message]"),
+        ([{"role": "user", "content": None}],
+         "messages[0]['content'] is a NoneType, not a str: give every message a 'role' and a 'content' string "
+         "(convert it with str())"),
+    ],
+)
+def test_messages_name_the_problem_and_the_fix(messages: Any, expected: str) -> None:
+    with pytest.raises(InvalidMessagesError) as caught:
+        validate_messages(messages)
+    assert str(caught.value) == expected
+
+
+def test_a_batch_passed_as_one_conversation_is_explained() -> None:
+    with pytest.raises(InvalidMessagesError, match=r"messages\[0\] is a list, not a message dict: .*generate_replies"):
+        validate_messages([[{"role": "user", "content": "hi"}]])
+
+
+# --- validate_batch -----------------------------------------------------------------------------------------
+
+@given(st.lists(conversation, min_size=1, max_size=4))
+def test_valid_batches_pass_unchanged(batch: list[list[dict[str, str]]]) -> None:
+    before = copy.deepcopy(batch)
+    assert validate_batch(batch) is batch
+    assert batch == before
+
+
+@given(st.lists(conversation, min_size=0, max_size=3), malformed(), st.integers(0, 3))
+def test_a_malformed_conversation_in_a_batch_is_named(good: list[Any], case: tuple[Any, int | None],
+                                                      position: int) -> None:
+    bad, index = case
+    position = min(position, len(good))
+    batch = [*good[:position], bad, *good[position:]]
+    with pytest.raises(InvalidMessagesError) as caught:
+        validate_batch(batch)
+    assert_one_line(caught.value)
+    problem = caught.value.problem
+    if isinstance(bad, dict):  # one message dict in the batch reads as "a single conversation"
+        assert "single conversation" in problem
+    elif index is not None:
+        assert problem.startswith(f"conversations[{position}][{index}]"), problem
+    else:
+        assert problem.startswith(f"conversations[{position}]"), problem
+
+
+def test_empty_batch_and_single_conversation_are_explained() -> None:
+    with pytest.raises(InvalidMessagesError, match=r"^conversations is empty: "):
+        validate_batch([])
+    with pytest.raises(InvalidMessagesError, match=r"single conversation .*wrap it in a list, \[messages\]"):
+        validate_batch([{"role": "user", "content": "hi"}])
+    with pytest.raises(InvalidMessagesError, match=r"^conversations is a str"):
+        validate_batch("hi")
+
+
+# --- validate_max_new_tokens --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [1, 7, 512])
+def test_positive_ints_are_accepted(value: int) -> None:
+    assert validate_max_new_tokens(value) == value
+
+
+@pytest.mark.parametrize("value", [0, -3, True, False, 1.5, 8.0, "16", None])
+def test_other_values_are_rejected(value: Any) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        validate_max_new_tokens(value)
+    assert_one_line(caught.value)
+    assert "max_new_tokens" in caught.value.problem
+
+
+# --- the error classes --------------------------------------------------------------------------------------
+
+ERROR_CLASSES = [getattr(errors, name) for name in errors.__all__]
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+def test_errors_are_one_line_and_survive_pickling(cls: type[QwenDocsError]) -> None:
+    error = cls("something\n   is wrong", "do\nthis")
+    assert str(error) == "something is wrong: do this"
+    copy_ = pickle.loads(pickle.dumps(error))
+    assert type(copy_) is cls and str(copy_) == str(error) and copy_.fix == "do this"
+
+
+def test_errors_keep_the_builtin_bases_callers_catch() -> None:
+    assert issubclass(errors.ModelNotAvailableError, OSError)
+    assert issubclass(errors.UnsafeWeightsError, OSError)
+    assert issubclass(errors.QuantizationUnavailableError, ImportError)
+    assert issubclass(errors.AttentionUnavailableError, ImportError)
+    assert issubclass(errors.StreamTimeoutError, TimeoutError)
+    assert issubclass(errors.InvalidMessagesError, ValueError)
+    assert all(issubclass(cls, QwenDocsError) for cls in ERROR_CLASSES)
