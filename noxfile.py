@@ -39,8 +39,28 @@ def install(session: nox.Session, extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """Lint, then the unit and Sphinx-extension tests (pass pytest arguments after --)."""
     install(session, "test,docs,quant")
-    session.run("ruff", "check", "src", "tests", "noxfile.py", "docs/conf.py")
-    session.run("pytest", *session.posargs)
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py", "docs/conf.py")
+    session.run("pytest", "--ignore=tests/browser", *session.posargs)  # those run in the browser session
+
+
+def build_site(session: nox.Session, *sphinx_args: str) -> Path:
+    """Execute and build the whole site into docs/_build/html, replacing it only when the build succeeds."""
+    html, staging = BUILD / "html", BUILD / "html.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    if html.is_dir():
+        shutil.copytree(html, staging)  # incremental: unchanged pages are not rewritten
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "-j", "auto",
+        "-d", str(BUILD / "doctrees"), str(DOCS), str(staging), *sphinx_args,
+    )
+    previous = BUILD / "html.previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    if html.is_dir():
+        html.rename(previous)
+    staging.rename(html)
+    shutil.rmtree(previous, ignore_errors=True)
+    session.log(f"site built: {html / 'index.html'}")
+    return html
 
 
 @nox.session(venv_params=VENV_PARAMS)
@@ -51,18 +71,44 @@ def docs(session: nox.Session) -> None:
     sphinx-build arguments after ``--``.
     """
     install(session, "docs,quant")
-    html, staging = BUILD / "html", BUILD / "html.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    if html.is_dir():
-        shutil.copytree(html, staging)  # incremental: unchanged pages are not rewritten
+    build_site(session, *session.posargs)
+
+
+@nox.session(venv_params=VENV_PARAMS)
+def browser(session: nox.Session) -> None:
+    """The built site in Chromium: synced tabs, dropdowns, copy buttons, stamp, downloads, links, search, phones.
+
+    Builds the site as ``docs`` does first (incremental: after ``docs`` nothing is rebuilt), then runs
+    tests/browser against docs/_build/html, which fail rather than skip when something is missing.
+    Needs Debian's Chromium (``apt-get install chromium``; Playwright's browser downloads are not used).
+    Phone-width screenshots go to docs/_build/screenshots/. Pass pytest arguments after ``--``.
+    """
+    install(session, "test,docs,quant,browser")
+    build_site(session)
+    session.run("pytest", "tests/browser", *session.posargs, env={"QWEN_DOCS_REQUIRE_SITE": "1"})
+
+
+@nox.session(venv_params=VENV_PARAMS)
+def serve(session: nox.Session) -> None:
+    """Live preview on http://127.0.0.1:8000: rebuilds on each edit under docs/ and reloads the page.
+
+    Only pages whose code changed execute (the execution cache is the one ``docs`` fills); warnings are
+    shown, not fatal. It builds into docs/_build/serve/ with its own environment, so docs/_build/html
+    stays what ``docs`` built (and ``docs`` still sees every warning). Edits to src/qwen_docs_helpers
+    rebuild too (the API page), but re-execute nothing. Pass sphinx-autobuild arguments after ``--``
+    (``--port 8001``, ``--open-browser``).
+    """
+    install(session, "docs,quant,serve")
+    out = BUILD / "serve"
     session.run(
-        "sphinx-build", "-W", "--keep-going", "-b", "html", "-j", "auto",
-        "-d", str(BUILD / "doctrees"), str(DOCS), str(staging), *session.posargs,
+        "sphinx-autobuild", "--host", "127.0.0.1", "--port", "8000", "-j", "auto",
+        "-d", str(out / "doctrees"), "--ignore", str(BUILD), "--re-ignore", r"__pycache__|\.ipynb_checkpoints",
+        "--watch", str(ROOT / "src" / "qwen_docs_helpers"), str(DOCS), str(out / "html"), *session.posargs,
     )
-    previous = BUILD / "html.previous"
-    shutil.rmtree(previous, ignore_errors=True)
-    if html.is_dir():
-        html.rename(previous)
-    staging.rename(html)
-    shutil.rmtree(previous, ignore_errors=True)
-    session.log(f"site built: {html / 'index.html'}")
+
+
+@nox.session(venv_params=VENV_PARAMS)
+def overhead(session: nox.Session) -> None:
+    """Time the helpers against raw transformers on the same inputs and print a table of ratios."""
+    install(session, "docs")
+    session.run("python", "benchmarks/helpers_overhead.py", *session.posargs)

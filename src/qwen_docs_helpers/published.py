@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import AutoConfig, PretrainedConfig
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 @cache
@@ -36,6 +37,8 @@ def _entry(model_id: str) -> dict[str, Any]:
 
 def published_config(model_id: str, **overrides: Any) -> PretrainedConfig:
     """The model's real ``config.json`` as a transformers config (no download), with ``overrides``."""
+    from transformers import AutoConfig
+
     values = {**_entry(model_id)["config"], **overrides}
     return AutoConfig.for_model(values.pop("model_type"), **values)
 

@@ -20,11 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, PretrainedConfig
-from transformers.utils import logging as hf_logging
+from typing import TYPE_CHECKING, Any, Literal
 
 from .published import (
     known_model_ids,
@@ -32,7 +28,9 @@ from .published import (
     published_eos_token,
     published_generation_config,
 )
-from .tokenizer import build_qwen2_tokenizer
+
+if TYPE_CHECKING:  # torch and transformers load lazily: setting HF_HUB_CACHE after importing this module works
+    from transformers import PretrainedConfig
 
 #: Key in a stand-in's ``config.json`` that marks it as random weights.
 STANDIN_MARKER = "qwen_docs_standin"
@@ -145,6 +143,8 @@ def resolve_in_hub(model_id: str, hub: Path) -> Resolved | None:
 @cache
 def _shared_tokenizer() -> Any:
     """One tokenizer build (~4 s) per process, however many stand-ins are written."""
+    from .tokenizer import build_qwen2_tokenizer
+
     return build_qwen2_tokenizer()
 
 
@@ -154,6 +154,9 @@ def _seed(model_id: str) -> int:
 
 def write_standin_snapshot(model_id: str, target: Path, tokenizer: object | None = None) -> None:
     """Write a stand-in checkpoint (weights, config, generation config, tokenizer) into ``target``."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
     tokenizer = tokenizer or _shared_tokenizer()
     config = standin_config(model_id)
     torch.manual_seed(_seed(model_id))  # same id, same weights: pages stay stable between builds
@@ -168,6 +171,8 @@ def write_standin_snapshot(model_id: str, target: Path, tokenizer: object | None
 @contextlib.contextmanager
 def _quiet_progress() -> Iterator[None]:
     """Keep transformers' shard-writing progress bar out of our own progress lines."""
+    from transformers.utils import logging as hf_logging
+
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
