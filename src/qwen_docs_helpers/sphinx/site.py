@@ -6,6 +6,7 @@ them and creates stand-ins for the rest, then points the kernel's environment at
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -41,6 +42,26 @@ def prepare_models(app: Sphinx, config: Config) -> None:
     os.environ.update(QUIET_ENV)
     summary = ", ".join(f"{r.model_id}={r.weights}" for r in resolved)
     logger.info(f"[qwen-docs] weights for this build: {summary}")
+    if config.nb_execution_cache_path:
+        # Outputs cached on one runtime must not be shown as if they ran on another.
+        key = runtime_key(summary)
+        config.nb_execution_cache_path = str(Path(config.nb_execution_cache_path) / key)
+        logger.info(f"[qwen-docs] execution cache for this runtime: {config.nb_execution_cache_path}")
+
+
+def runtime_key(weights: str) -> str:
+    """A short name for what executes the pages: device, torch and transformers versions, and the weights.
+
+    The execution cache is keyed on cell code only, so each runtime gets its own cache folder: a GPU runner
+    with real weights never reuses outputs executed on a CPU with stand-ins, and an upgrade re-executes.
+    """
+    import torch
+    import transformers
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    signature = f"{device}|torch {torch.__version__}|transformers {transformers.__version__}|{weights}"
+    accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    return f"{accelerator}-{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
 
 
 def setup(app: Sphinx) -> dict[str, object]:
