@@ -78,3 +78,11 @@ def test_expected_errors_are_not_reported(built: tuple[SphinxTestApp, str]) -> N
 def test_error_line_strips_colours() -> None:
     assert error_line("Traceback\n\x1b[31mValueError\x1b[39m: boom\n\n") == "ValueError: boom"
     assert error_line("") == "an error"
+
+
+def test_timed_out_cell_is_named_with_page_and_line(built: tuple[SphinxTestApp, str]) -> None:
+    _, warnings = built
+    fence = ROOT.joinpath("slow.md").read_text().splitlines().index("import time") - 1
+    matches = re.findall(r"slow\.md:(\d+): WARNING: code cell \d+ timed out \(ran past nb_execution_", warnings)
+    assert matches, warnings
+    assert abs(int(matches[0]) - (fence + 1)) <= 2

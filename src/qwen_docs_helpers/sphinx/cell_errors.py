@@ -2,8 +2,10 @@
 
 myst-nb reports a failed execution as "Executing notebook failed: CellExecutionError" for the page (or,
 raising, as a Sphinx crash report). The failing cell's traceback is in the doctree, so this transform
-turns each unexpected one into ``page.md:LINE: WARNING: code cell raised ValueError: ...`` that points
-at the cell in the source file, and the ``-W`` build fails on it.
+turns each unexpected one into ``page.md:LINE: WARNING: code cell N raised ValueError: ...`` that points
+at the cell in the source file, and the ``-W`` build fails on it. A cell past the timeout is interrupted
+by nbclient and reported as timed out. (A kernel that dies, e.g. out of memory, still ends the build with
+Sphinx's own crash report: nbclient's DeadKernelError escapes myst-nb.)
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: What each page-level execution failure means for the reader of the build log.
+_FAILURES = {
+    "CellTimeoutError": "timed out (ran past nb_execution_timeout): make it faster, "
+    "or raise the limit (QWEN_DOCS_CELL_TIMEOUT for this site)",
+}
 #: The tag with which authors say a cell is meant to raise (myst-nb's own).
 EXPECTED_ERROR_TAG = "raises-exception"
 
@@ -39,19 +46,27 @@ class ReportFailedCells(SphinxTransform):
     default_priority = 900  # after the nested cells are in place and their line numbers restored
 
     def apply(self, **kwargs: Any) -> None:
-        for number, cell in enumerate(self.document.findall(_is_code_cell), start=1):
+        from myst_nb.sphinx_ import NbMetadataCollector
+
+        data = NbMetadataCollector.get_exec_data(self.env, self.env.docname) or {}
+        failure = _FAILURES.get(data.get("error") or "", f"stopped the page with {data.get('error')}")
+        cells = list(self.document.findall(_is_code_cell))
+        for number, cell in enumerate(cells, start=1):
             if EXPECTED_ERROR_TAG in cell.get("cell_metadata", {}).get("tags", []):
                 continue
             for block in cell.findall(nodes.literal_block):
                 if "traceback" in block.get("classes", []):
-                    logger.warning(
-                        f"code cell {number} raised {error_line(block.astext())} "
-                        f"(fix it, or tag it '{EXPECTED_ERROR_TAG}' if the error is the point)",
-                        location=cell,
-                        type="qwen_docs",
-                        subtype="cell_error",
-                    )
-                    break
+                    error = error_line(block.astext())
+                    if data.get("error") == "CellExecutionError" or not error.startswith("KeyboardInterrupt"):
+                        what = f"raised {error} (fix it, or tag it '{EXPECTED_ERROR_TAG}' if the error is the point)"
+                    else:  # nbclient interrupts a cell that runs past the timeout
+                        what = failure
+                    self._warn(cell, f"code cell {number} {what}")
+                    return
+
+    @staticmethod
+    def _warn(location: nodes.Node, message: str) -> None:
+        logger.warning(message, location=location, type="qwen_docs", subtype="cell_error")
 
 
 def setup(app: Sphinx) -> dict[str, object]:

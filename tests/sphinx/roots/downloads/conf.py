@@ -1,0 +1,11 @@
+extensions = ["myst_nb", "sphinx_design", "qwen_docs_helpers.sphinx"]
+myst_enable_extensions = ["colon_fence"]
+exclude_patterns = ["_build"]
+html_theme = "basic"
+nb_execution_mode = "force"
+nb_execution_timeout = 120
+
+# No model preparation, and no real stamp cell (it imports torch in every kernel): page.md has a
+# hand-made cell tagged qd-stamp, which the stamp transform moves under the title all the same.
+qwen_docs_prepare_models = False
+qwen_docs_stamp = False

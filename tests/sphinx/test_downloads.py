@@ -1,0 +1,270 @@
+"""Downloads: each executed page links its executed notebook and its Python script, under its stamp.
+
+One parallel build of ``roots/downloads`` (real kernels, myst-nb + sphinx-design) is shared by the
+Sphinx tests; the script generator is also tested on its own, without Sphinx.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import nbformat
+import pytest
+from docutils import nodes
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from sphinx import addnodes
+from sphinx.testing.util import SphinxTestApp
+from sphinx.util.console import strip_colors
+
+from qwen_docs_helpers.sphinx.downloads import DOWNLOADS_CLASS, in_script, script_from_notebook
+
+ROOTS = Path(__file__).parent / "roots"
+
+# ---------------------------------------------------------------- the script, without Sphinx
+
+
+def _run(script: str) -> dict[str, object]:
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(compile(script, "<script>", "exec"), namespace)
+    return namespace
+
+
+def test_only_cells_the_page_shows_go_in_the_script() -> None:
+    cells = [
+        new_markdown_cell("# Title"),
+        new_code_cell("shown = 1"),
+        new_code_cell("check = 2", metadata={"tags": ["remove-cell"]}),
+        new_code_cell("stamp()", metadata={"tags": ["remove-input", "qd-stamp"]}),
+        new_code_cell("no_output = 3", metadata={"tags": ["remove-output"]}),
+        new_code_cell("folded = 4", metadata={"tags": ["hide-input"]}),
+        new_code_cell("setup = 5", metadata={"tags": ["remove-cell", "qd-script"]}),
+        new_code_cell("   \n"),
+    ]
+    assert [in_script(cell) for cell in cells] == [False, True, False, False, True, True, True, False]
+    script = script_from_notebook(new_notebook(cells=cells), title="Title", places={1: "Intro / Manual"})
+    assert "# %% Intro / Manual\nshown = 1\n" in script.text
+    assert script.left_out == [2, 3, 7]
+    assert _run(script.text).keys() >= {"shown", "no_output", "folded", "setup"}
+    assert "check = 2" not in script.text and "stamp()" not in script.text
+
+
+def test_cells_that_raise_are_wrapped_and_strings_keep_their_text() -> None:
+    source = (
+        'plain = """a\n  b\nc"""\n'
+        "value = 7\n"
+        'formatted = f"""{value}\n    {value + 1}\n"""\n'
+        "def helper():\n"
+        '    return """kept\n  as is"""\n'
+        "\n"
+        "raise RuntimeError(helper())"
+    )
+    raising = new_code_cell(source, metadata={"tags": ["raises-exception"]})
+    notebook = new_notebook(cells=[raising, new_code_cell("after = 1")])
+    script = script_from_notebook(notebook)
+    assert "import traceback" in script.text and "try:\n    plain = " in script.text
+    namespace = _run(script.text)  # prints the RuntimeError's traceback, then carries on
+    expected: dict[str, object] = {}
+    with pytest.raises(RuntimeError, match="kept\n  as is"):
+        exec(source, expected)
+    for name in ("plain", "formatted"):
+        assert namespace[name] == expected[name]
+    assert namespace["helper"]() == "kept\n  as is" and namespace["after"] == 1  # type: ignore[operator]
+
+
+def test_magics_and_skipped_cells_are_comments() -> None:
+    notebook = new_notebook(
+        cells=[
+            new_code_cell("%pip install nothing\n!ls\nx = 1"),
+            new_code_cell('print("not run")', metadata={"tags": ["skip-execution"]}),
+        ]
+    )
+    text = script_from_notebook(notebook).text
+    assert "# %pip install nothing\n# !ls\nx = 1" in text
+    assert '# Not run when the page was built:\n# print("not run")' in text
+    assert _run(text)["x"] == 1
+
+
+def test_names_that_only_hidden_cells_define_are_reported() -> None:
+    cells = [
+        new_code_cell("import math\nsecret = 6\nshared = 1", metadata={"tags": ["remove-cell"]}),
+        new_code_cell("shared = 2"),  # the shown cell binds it itself: fine
+        new_code_cell("def f(arg):\n    return arg\nprint([y for y in range(secret)], f(shared), math.pi)"),
+    ]
+    assert script_from_notebook(new_notebook(cells=cells)).unresolved == [(2, "math", 0), (2, "secret", 0)]
+
+
+# ---------------------------------------------------------------- a real build
+
+
+class Built:
+    def __init__(self, app: SphinxTestApp, warnings: str) -> None:
+        self.app, self.warnings = app, strip_colors(warnings)
+        self.outdir = Path(app.outdir)
+
+    def doctree(self, docname: str) -> nodes.document:
+        return self.app.env.get_doctree(docname)
+
+    def html(self, docname: str) -> str:
+        return (self.outdir / f"{docname}.html").read_text(encoding="utf8")
+
+    def downloads(self, docname: str) -> dict[str, Path]:
+        """Suffix -> the file each download link of the page points at."""
+        (paragraph,) = re.findall(rf'<p class="{DOWNLOADS_CLASS}">(.*?)</p>', self.html(docname), re.S)
+        hrefs = re.findall(r'<a class="reference download internal" download="" href="([^"]+)"', paragraph)
+        page_dir = (self.outdir / docname).parent
+        return {Path(href).suffix: (page_dir / href).resolve() for href in hrefs}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    srcdir = tmp_path_factory.mktemp("downloads") / "downloads"
+    shutil.copytree(ROOTS / "downloads", srcdir)
+    status, warning = StringIO(), StringIO()
+    app = SphinxTestApp("html", srcdir=srcdir, status=status, warning=warning, parallel=2)
+    try:
+        app.build()
+    finally:
+        app.cleanup()  # the doctrees and HTML stay
+    return Built(app, warning.getvalue())
+
+
+def test_links_sit_under_the_stamp(built: Built) -> None:
+    section = next(iter(built.doctree("page").findall(nodes.section)))
+    title, stamp, links, prose = section.children[:4]
+    assert isinstance(title, nodes.title) and "qd-stamp" in stamp["cell_metadata"]["tags"]
+    assert DOWNLOADS_CLASS in links["classes"] and prose.astext() == "Some prose."
+    references = list(links.findall(addnodes.download_reference))
+    assert [Path(ref["filename"]).name for ref in references] == ["page.ipynb", "page.py"]
+    assert links.astext().startswith("Download this page as a notebook, page.ipynb")
+
+
+def test_links_point_at_the_executed_files(built: Built) -> None:
+    written = built.outdir.parent / "downloads"
+    for docname in ("page", "hidden", "sub/deep"):
+        files = built.downloads(docname)
+        assert sorted(files) == [".ipynb", ".py"], docname
+        for suffix, path in files.items():
+            assert path.is_relative_to(built.outdir / "_downloads")
+            assert path.read_bytes() == (written / f"{docname}{suffix}").read_bytes()
+        # executed in place (force mode): the notebook is the one myst-nb wrote
+        executed = nbformat.read(built.outdir.parent / "jupyter_execute" / f"{docname}.ipynb", as_version=4)
+        assert nbformat.read(files[".ipynb"], as_version=4) == executed
+    assert built.downloads("sub/deep")[".py"].name == "deep.py"
+
+
+def test_notebook_download_is_the_notebook_as_executed(built: Built) -> None:
+    notebook = nbformat.read(built.downloads("page")[".ipynb"], as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    # every cell that ran, the hidden check and the stamp included, with its outputs
+    assert [cell.execution_count for cell in code] == [1, 2, 3, 4, 5, 6, None, 7, 8]
+    assert "_checked = x == 43" in code[3].source and "qd-stamp" in code[8].metadata.tags
+    streams = ["".join(o.get("text", "") for o in cell.outputs) for cell in code]
+    assert streams[:3] == ["top-level 40\n", "manual 42\n", "pipeline 43\n"]
+    assert code[5].outputs[0].ename == "ValueError"
+    assert streams[7].startswith("shell") and streams[7].endswith("\nafter   second line\n")
+    json.loads(built.downloads("page")[".ipynb"].read_text())  # plain JSON, as a browser gets it
+
+
+EXPECTED_SCRIPT = '''\
+# A page
+#
+# The code cells of the page, in the order they ran when the page was built: each tab of a tab set
+# and the cells inside dropdowns included. Cells the page hides (its build checks and its
+# "verified on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).
+
+import traceback
+
+# %%
+base = 40
+print("top-level", base)
+
+# %% Two ways / Manual
+x = base + 2
+print("manual", x)
+
+# %% Two ways / Pipeline
+x = base + 3
+print("pipeline", x)
+
+# %%
+setting = "kept"
+
+# %% Errors
+# On the page this cell raises an error; the script prints it and goes on, as the page did.
+try:
+    message = """first line
+  second line"""
+    raise ValueError(f"""{setting}
+{message}""")
+except Exception:
+    traceback.print_exc()
+
+# %% Errors
+# Not run when the page was built:
+# print("skipped")
+
+# %% Errors / More (details)
+# !echo shell
+print("after", message.splitlines()[1])
+'''
+
+
+def test_script_download(built: Built) -> None:
+    assert built.downloads("page")[".py"].read_text(encoding="utf8") == EXPECTED_SCRIPT
+
+
+def test_script_reproduces_the_page(built: Built, tmp_path: Path) -> None:
+    script = built.downloads("page")[".py"]
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "top-level 40\nmanual 42\npipeline 43\nafter   second line\n"
+    assert "ValueError: kept\nfirst line\n  second line" in run.stderr  # the error the page shows
+    page_text = built.html("page")
+    assert all(line in page_text for line in run.stdout.splitlines())
+
+
+def test_pages_without_a_run_offer_nothing(built: Built) -> None:
+    for docname in ("index", "plain", "off"):
+        assert DOWNLOADS_CLASS not in built.html(docname), docname
+    assert not (built.outdir.parent / "jupyter_execute" / "off.py").exists()
+
+
+def test_a_shown_cell_needing_hidden_code_fails_the_build(built: Built) -> None:
+    found = re.findall(r"^(\S+):(\d+): WARNING: (.*) \[qwen_docs\.downloads\]$", built.warnings, re.M)
+    assert [(Path(path).name, int(line)) for path, line, _ in found] == [("hidden.md", 19)] * 2
+    assert ["'math'" in found[0][2], "'secret'" in found[1][2]] == [True, True]
+    assert "the one starting 'import math'" in found[0][2]
+    assert len(built.warnings.strip().splitlines()) == 2  # nothing else warns: -W passes without hidden.md
+
+
+def test_notebook_from_the_cache_keeps_its_outputs(tmp_path: Path) -> None:
+    """On a cache hit myst-nb writes its notebook without outputs: the download still has them."""
+    srcdir = tmp_path / "cache"
+    shutil.copytree(ROOTS / "cache", srcdir)
+    overrides = {"nb_execution_cache_path": str(tmp_path / "jupyter_cache")}
+
+    def build() -> tuple[Built, str]:
+        warning = StringIO()
+        app = SphinxTestApp("html", srcdir=srcdir, warning=warning, confoverrides=overrides, freshenv=True)
+        try:
+            app.build()
+        finally:
+            app.cleanup()
+        built = Built(app, warning.getvalue())
+        assert built.warnings == ""
+        notebook = nbformat.read(built.downloads("index")[".ipynb"], as_version=4)
+        (output,) = [o.text for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+        return built, output
+
+    _, executed = build()
+    built, cached = build()  # a fresh environment: read again, outputs from the cache
+    assert cached == executed and cached.startswith("run ")
+    written = nbformat.read(built.outdir.parent / "jupyter_execute" / "index.ipynb", as_version=4)
+    # myst-nb's own file has none: why we merge (if this fails, myst-nb fixed it and the merge can go)
+    assert not any(cell.get("outputs") for cell in written.cells)
