@@ -1,0 +1,68 @@
+"""Build the executed site into a staging folder and publish it only when the build succeeded.
+
+A failing cell, a failed hidden check or any warning fails ``sphinx-build -W``; the site that was in
+``html/`` before stays there untouched, and the failed attempt is kept in ``html.failed/`` to inspect.
+Sphinx has no such switch itself (it writes pages in place as it goes), hence this small wrapper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int:
+    """Run ``sphinx-build -W`` for ``source`` and swap the result into ``build/html`` if it succeeded."""
+    html, staging, failed = build / "html", build / "html.staging", build / "html.failed"
+    shutil.rmtree(staging, ignore_errors=True)
+    if html.is_dir():
+        shutil.copytree(html, staging, symlinks=True)  # unchanged pages need not be written again
+    command = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "-j",
+        "auto",
+        "-d",
+        str(build / "doctrees"),
+        str(source),
+        str(staging),
+        *extra_args,
+    ]
+    status = subprocess.run(command, check=False).returncode
+    if status != 0:
+        shutil.rmtree(failed, ignore_errors=True)
+        staging.rename(failed)
+        where = f"the previous site in {html} is unchanged" if html.is_dir() else f"nothing was published to {html}"
+        print(f"docs build failed (exit {status}); {where}; the failed build is in {failed}", file=sys.stderr)
+        return status
+    previous = build / "html.previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    if html.is_dir():
+        html.rename(previous)
+    staging.rename(html)
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(failed, ignore_errors=True)
+    print(f"site built: {html / 'index.html'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qwen_docs_helpers.sitebuild", description=__doc__)
+    parser.add_argument("source", type=Path, help="the Sphinx source folder (with conf.py)")
+    parser.add_argument("build", type=Path, help="the build folder; the site goes to BUILD/html")
+    parser.add_argument("sphinx_args", nargs=argparse.REMAINDER, help="more sphinx-build arguments")
+    args = parser.parse_args(argv)
+    return build_site(args.source, args.build, args.sphinx_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
