@@ -3,7 +3,9 @@
 - ``site``: every model id resolves offline (real weights linked, else stand-ins) before pages run;
 - ``nested_cells``: code-cells inside tabs and dropdowns are executed and rendered in place;
 - ``stamp``: each executed page says what it ran on;
-- ``cell_errors``: a failed cell is reported with its page and line.
+- ``cell_errors``: a failed cell is reported with its page and line;
+- ``downloads``: each executed page offers its notebook and its Python;
+- ``hf_docstrings``: transformers' Markdown docstrings render as valid reST in the API reference.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from . import cell_errors, nested_cells, site, stamp
+from . import cell_errors, downloads, hf_docstrings, nested_cells, site, stamp
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    for module in (site, nested_cells, stamp, cell_errors):
+    for module in (site, nested_cells, stamp, downloads, cell_errors, hf_docstrings):
         module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -40,6 +40,9 @@ def prepare_models(app: Sphinx, config: Config) -> None:
     )
     os.environ.update(offline_env(cache_dir.resolve()))
     os.environ.update(QUIET_ENV)
+    if app.parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # one kernel per parallel reader: torch's default threads per kernel would oversubscribe the cores
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // app.parallel))
     summary = ", ".join(f"{r.model_id}={r.weights}" for r in resolved)
     logger.info(f"[qwen-docs] weights for this build: {summary}")
     if config.nb_execution_cache_path:
