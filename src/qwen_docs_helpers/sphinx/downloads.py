@@ -1,0 +1,327 @@
+"""Offer every executed page as a notebook (.ipynb) and as a Python script (.py), linked under its stamp.
+
+The notebook is the one the page ran, cell for cell (the nested cells hoisted into place, the hidden
+check cells and the stamp cell included), with the outputs the page shows. myst-nb writes it to
+``jupyter_execute/<docname>.ipynb``, but on a cache hit it writes the notebook *without* the outputs
+it renders (it merges the cached outputs into a copy), so the outputs are merged from the execution
+cache again here, as myst-nb does, and the result is written to ``downloads/<docname>.ipynb`` beside
+``jupyter_execute``.
+
+The script is written next to it, from the same notebook: the cells the page shows, in the order they
+ran (so both tabs of each tab set, and the cells inside dropdowns), each headed by where it sits on the
+page (``# %% Basic usage / Manual``, the "percent" cell format Jupytext, VS Code and Spyder open as
+notebook cells). Cells the page hides are left out: they are the build's own checks (with the project's
+internal check helpers) and its "verified on" stamp, which describe the build machine, not the recipe.
+A hidden cell tagged ``qd-script`` is kept, for setup a reader needs. If a shown cell uses a name that
+only a left-out cell defined, the script would fail where the page did not, so the build warns
+(``-W`` fails). Cells tagged ``raises-exception`` raise on the page and carry on; in the script they
+run in ``try``/``except`` and print the error, so the rest still runs as it did on the page.
+
+Both files are attached with Sphinx's own download mechanism (as myst-nb's ``{nb-download}`` role
+does), so the HTML builder copies them to ``_downloads/`` on every build.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import os
+import re
+import tokenize
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import nbformat
+from docutils import nodes
+from myst_nb.sphinx_ import NbMetadataCollector
+from sphinx import addnodes
+from sphinx.application import Sphinx
+from sphinx.transforms import SphinxTransform
+from sphinx.util import logging
+
+from .stamp import STAMP_TAG
+
+logger = logging.getLogger(__name__)
+
+#: Class of the paragraph holding the two links.
+DOWNLOADS_CLASS = "qd-downloads"
+#: Folder, beside myst-nb's ``jupyter_execute``, of the files offered for download.
+DOWNLOADS_FOLDER = "downloads"
+#: Tag that keeps a hidden cell in the script.
+SCRIPT_TAG = "qd-script"
+#: Tag with which authors say a cell is meant to raise (myst-nb's own).
+RAISES_TAG = "raises-exception"
+_HIDDEN_TAGS = frozenset({"remove-cell", "remove_cell", "remove-input", "remove_input", STAMP_TAG})
+_SKIP_TAGS = frozenset({"skip-execution", "skip_execution"})
+_MAGIC = re.compile(r"^\s*[%!]")
+_SEPARATOR = " / "
+
+
+class Script(NamedTuple):
+    """A page's Python script, and what it had to leave out."""
+
+    text: str
+    left_out: list[int]  #: notebook indices of the code cells not in the script
+    unresolved: list[tuple[int, str, int]]  #: (cell, name, left-out cell defining it) for names the script lacks
+
+
+def _tags(cell: Mapping[str, Any]) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []) or [])
+
+
+def _source(cell: Mapping[str, Any]) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def in_script(cell: Mapping[str, Any]) -> bool:
+    """Whether a notebook cell belongs in the page's script: a code cell the page shows, or tagged ``qd-script``."""
+    if cell.get("cell_type") != "code" or not _source(cell).strip():
+        return False
+    tags = _tags(cell)
+    return SCRIPT_TAG in tags or not (tags & _HIDDEN_TAGS)
+
+
+def _names(source: str) -> tuple[set[str], set[str]] | None:
+    """Names a cell binds and names it reads; None when it is not plain Python (magics)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    bound: set[str] = set()
+    read: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.alias):
+            bound.add(node.asname or node.name.split(".")[0])
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            bound.add(node.rest)
+    return bound, read
+
+
+def _unresolved(cells: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, int]]:
+    """Names a kept cell reads that only a left-out cell (run before it) had bound."""
+    found: list[tuple[int, str, int]] = []
+    kept_bound: set[str] = set()
+    left_out_bound: dict[str, int] = {}
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "code":
+            continue
+        names = _names(_source(cell))
+        if names is None:
+            continue
+        bound, read = names
+        if in_script(cell):
+            for name in sorted(read - bound - kept_bound):
+                if name in left_out_bound:
+                    found.append((index, name, left_out_bound[name]))
+            kept_bound |= bound
+        else:
+            left_out_bound.update(dict.fromkeys(bound - kept_bound, index))
+    return found
+
+
+def _string_continuation_lines(source: str) -> set[int]:
+    """1-based numbers of the lines that continue a multi-line string: indenting them would change it."""
+    lines: set[int] = set()
+    starts: list[int] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            name = tokenize.tok_name[token.type]
+            if name in ("FSTRING_START", "TSTRING_START"):
+                starts.append(token.start[0])
+            elif name in ("FSTRING_END", "TSTRING_END") and starts:
+                lines.update(range(starts.pop() + 1, token.end[0] + 1))
+            elif token.type == tokenize.STRING:
+                lines.update(range(token.start[0] + 1, token.end[0] + 1))
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return lines
+
+
+def _indented(source: str) -> str:
+    keep = _string_continuation_lines(source)
+    return "\n".join(
+        line if number in keep or not line.strip() else "    " + line
+        for number, line in enumerate(source.split("\n"), start=1)
+    )
+
+
+def _cell_code(cell: Mapping[str, Any]) -> str:
+    source = _source(cell).rstrip()
+    tags = _tags(cell)
+    # IPython magics and shell escapes are not Python: keep them visible, as comments
+    source = "\n".join(f"# {line}" if _MAGIC.match(line) else line for line in source.split("\n"))
+    if tags & _SKIP_TAGS:
+        commented = "\n".join(f"# {line}" if line.strip() else "#" for line in source.split("\n"))
+        return "# Not run when the page was built:\n" + commented
+    if RAISES_TAG in tags:
+        return (
+            "# On the page this cell raises an error; the script prints it and goes on, as the page did.\n"
+            f"try:\n{_indented(source)}\nexcept Exception:\n    traceback.print_exc()"
+        )
+    return source
+
+
+def _heading_line(text: str) -> str:
+    return " ".join(text.replace("[", "(").replace("]", ")").split())
+
+
+def script_from_notebook(
+    notebook: Mapping[str, Any], *, title: str = "", places: Mapping[int, str] | None = None
+) -> Script:
+    """The Python script of an executed page's notebook (see the module docstring for what goes in).
+
+    ``places`` maps notebook cell indices to where the cell sits on the page, for the cell headers.
+    """
+    places = places or {}
+    cells = notebook.get("cells", [])
+    kept = [(index, cell) for index, cell in enumerate(cells) if in_script(cell)]
+    left_out = [i for i, cell in enumerate(cells) if cell.get("cell_type") == "code" and not in_script(cell)]
+    header = [f"# {_heading_line(title)}" if title else "# Page code", "#"]
+    header += [
+        "# The code cells of the page, in the order they ran when the page was built: each tab of a tab set",
+        "# and the cells inside dropdowns included. Cells the page hides (its build checks and its",
+        '# "verified on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).',
+    ]
+    if any(RAISES_TAG in _tags(cell) for _, cell in kept):
+        header += ["", "import traceback"]
+    parts = ["\n".join(header)]
+    for index, cell in kept:
+        place = _heading_line(places.get(index, ""))
+        parts.append(f"# %% {place}".rstrip() + "\n" + _cell_code(cell))
+    return Script("\n\n".join(parts) + "\n", left_out, _unresolved(cells))
+
+
+# ------------------------------------------------------------------------------------------- Sphinx
+
+
+def _title(node: nodes.Element) -> str:
+    first = node.children[0] if node.children else None
+    return first.astext() if isinstance(first, (nodes.title, nodes.rubric)) else ""
+
+
+def _place(cell: nodes.Element) -> str:
+    """Nearest section (not the page title), then enclosing dropdowns and tabs, outermost first."""
+    parts: list[str] = []
+    section_seen = False
+    for ancestor in _ancestors(cell):
+        component = ancestor.get("design_component")
+        if component in ("tab-item", "dropdown"):
+            parts.append(_title(ancestor))
+        elif isinstance(ancestor, nodes.section) and not section_seen:
+            section_seen = True
+            if isinstance(ancestor.parent, nodes.section):  # a page title has the document as parent
+                parts.append(_title(ancestor))
+    return _SEPARATOR.join(part for part in reversed(parts) if part)
+
+
+def _ancestors(node: nodes.Node) -> Iterable[nodes.Element]:
+    parent = node.parent
+    while parent is not None and not isinstance(parent, nodes.document):
+        yield parent
+        parent = parent.parent
+
+
+def executed_notebook(path: Path, *, method: str | None, cache_path: str | None) -> nbformat.NotebookNode:
+    """The notebook myst-nb wrote for a page, with the outputs the page shows, from its cache if need be."""
+    notebook = nbformat.read(path, as_version=4)
+    if method == "cache" and cache_path:
+        from jupyter_cache import get_cache
+
+        with contextlib.suppress(KeyError):  # no match: it ran now (outputs in place), or it failed
+            _, notebook = get_cache(cache_path).merge_match_into_notebook(notebook)
+    return notebook
+
+
+def _is_code_cell(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
+
+
+def _is_stamp_cell(node: nodes.Node) -> bool:
+    return _is_code_cell(node) and STAMP_TAG in node.get("cell_metadata", {}).get("tags", [])
+
+
+def _link(target: Path, srcdir: Path, text: str) -> addnodes.download_reference:
+    # as myst-nb's {nb-download}: a leading "/" makes Sphinx read the path from the source folder
+    reftarget = target.as_posix() if os.name == "nt" else "/" + os.path.relpath(target, srcdir)
+    node = addnodes.download_reference("", "", reftarget=reftarget, refexplicit=True)
+    node += nodes.literal(text, text, classes=["xref", "download"])
+    return node
+
+
+class AddDownloadLinks(SphinxTransform):
+    """Write the page's script next to its executed notebook, and link both under the stamp."""
+
+    default_priority = 210  # after the stamp moved under the title (200); before doctree-read collects downloads
+
+    def apply(self, **kwargs: Any) -> None:
+        docname = self.env.docname
+        executed = NbMetadataCollector.get_exec_data(self.env, docname)
+        if not self.config.qwen_docs_downloads or not executed:
+            return
+        nb_config = self.env.mystnb_config
+        *folders, name = docname.split("/")
+        written = Path(nb_config.output_folder, *folders, f"{name}.ipynb")
+        if not written.is_file():
+            logger.warning(
+                f"no executed notebook at {written}: the page offers no downloads",
+                location=docname,
+                type="qwen_docs",
+                subtype="downloads",
+            )
+            return
+        notebook = executed_notebook(written, method=executed.get("method"), cache_path=nb_config.execution_cache_path)
+        folder = Path(nb_config.output_folder).with_name(DOWNLOADS_FOLDER).joinpath(*folders)
+        folder.mkdir(parents=True, exist_ok=True)
+        notebook_path, script_path = folder / f"{name}.ipynb", folder / f"{name}.py"
+        nbformat.write(notebook, notebook_path)
+        cells = {cell["cell_index"]: cell for cell in self.document.findall(_is_code_cell) if "cell_index" in cell}
+        places = {index: _place(cell) for index, cell in cells.items()}
+        title = next((section[0].astext() for section in self.document.findall(nodes.section)), "")
+        script = script_from_notebook(notebook, title=title, places=places)
+        for index, name_used, definer in script.unresolved:
+            first_line = next((line for line in _source(notebook.cells[definer]).splitlines() if line.strip()), "")
+            logger.warning(
+                f"the page's .py download would fail: a shown cell uses {name_used!r}, which only a hidden cell "
+                f"defines (the one starting {first_line.strip()!r}); show that code, or tag that cell {SCRIPT_TAG!r}",
+                location=cells.get(index, docname),
+                type="qwen_docs",
+                subtype="downloads",
+            )
+        script_path.write_text(script.text, encoding="utf8")
+
+        srcdir = Path(self.env.srcdir)
+        paragraph = nodes.paragraph(classes=[DOWNLOADS_CLASS])
+        paragraph += nodes.Text("Download this page as a notebook, ")
+        paragraph += _link(notebook_path, srcdir, notebook_path.name)
+        paragraph += nodes.Text(" (with the outputs shown here), or as a Python script, ")
+        paragraph += _link(script_path, srcdir, script_path.name)
+        paragraph += nodes.Text(".")
+        self._insert(paragraph)
+
+    def _insert(self, paragraph: nodes.paragraph) -> None:
+        stamp = next(iter(self.document.findall(_is_stamp_cell)), None)
+        if stamp is not None:
+            stamp.parent.insert(stamp.parent.index(stamp) + 1, paragraph)
+            return
+        section = next(iter(self.document.findall(nodes.section)), None)
+        if section is not None and section.children and isinstance(section[0], nodes.title):
+            section.insert(1, paragraph)
+        else:
+            self.document.append(paragraph)
+
+
+def setup(app: Sphinx) -> dict[str, object]:
+    app.add_config_value("qwen_docs_downloads", True, "env", bool)
+    app.add_transform(AddDownloadLinks)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,155 @@
+"""Every page of the built site, as a visitor's browser loads it: errors, links, stamp, downloads,
+search, and phone-width layout (screenshots for a person to look at in docs/_build/screenshots/)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from urllib.parse import urldefrag
+
+from .support import SCREENSHOTS, Crawl, Watched
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"viewport": {"width": 375, "height": 740}, "is_mobile": True, "has_touch": True}
+_SEARCH_DONE = "() => /found|did not match/i.test(document.querySelector('#search-results')?.textContent ?? '')"
+
+
+def test_the_crawl_reaches_the_executed_pages(crawl: Crawl) -> None:
+    assert "index.html" in crawl.pages and crawl.executed_pages, sorted(crawl.pages)
+
+
+def test_no_console_errors(crawl: Crawl) -> None:
+    assert not crawl.errors, "\n".join(crawl.errors)
+
+
+def test_pages_load_nothing_from_other_hosts(crawl: Crawl) -> None:
+    assert not crawl.external, "the site should read offline; aborted:\n" + "\n".join(crawl.external)
+
+
+def test_every_internal_link_resolves(crawl: Crawl) -> None:
+    broken = [f"{path} (HTTP {status})" for path, status in crawl.resources.items() if status != 200]
+    broken += [f"{page.path} (HTTP {page.status})" for page in crawl.pages.values() if page.status != 200]
+    assert not broken, "\n".join(broken)
+
+
+def test_every_link_fragment_exists(crawl: Crawl) -> None:
+    missing = []
+    for page in crawl.pages.values():
+        for link in page.links:
+            url, fragment = urldefrag(link)
+            target = crawl.site.path_of(url)
+            if not fragment or target is None or target not in crawl.pages:
+                continue
+            if fragment not in crawl.pages[target].ids:
+                missing.append(f"{page.path} -> {target}#{fragment}")
+    assert not missing, "\n".join(sorted(set(missing)))
+
+
+def test_stamp_notice_and_downloads_are_under_the_title(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
+    page = new_context(viewport=DESKTOP).new_page()
+    problems = []
+    for facts in crawl.executed_pages:
+        page.goto(crawl.site.page(facts.path))
+        stamp, notice = page.locator(".admonition.qd-stamp"), page.locator(".qd-standin-notice")
+        downloads = page.locator(".qd-downloads")
+        if stamp.count() != 1 or not stamp.is_visible():
+            problems.append(f"{facts.path}: no visible 'verified on' stamp")
+            continue
+        # the stamp cell comes right after the title, and the stamp is on the first screen
+        if not page.evaluate("() => !!document.querySelector('h1').nextElementSibling.querySelector('.qd-stamp')"):
+            problems.append(f"{facts.path}: the stamp is not right under the title")
+        if stamp.bounding_box()["y"] > DESKTOP["height"]:
+            problems.append(f"{facts.path}: the stamp is below the first screen")
+        standin = "stand-in" in stamp.inner_text()
+        if standin and not (notice.count() == 1 and notice.is_visible()):
+            problems.append(f"{facts.path}: ran on stand-ins but shows no stand-in notice")
+        if not standin and notice.count():
+            problems.append(f"{facts.path}: ran on real weights but shows the stand-in notice")
+        if downloads.count() != 1 or not downloads.is_visible():
+            problems.append(f"{facts.path}: no visible download links")
+        page.screenshot(path=SCREENSHOTS / f"desktop-{_shot_name(facts.path)}.png")
+    assert not problems, "\n".join(problems)
+
+
+def test_download_links_give_the_notebook_and_the_script(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
+    page = new_context().new_page()
+    for facts in crawl.executed_pages:
+        page.goto(crawl.site.page(facts.path))
+        hrefs = page.eval_on_selector_all(".qd-downloads a.download", "links => links.map(a => a.href)")
+        by_suffix = {href.rsplit(".", 1)[-1]: crawl.site.path_of(href) for href in hrefs}
+        assert sorted(by_suffix) == ["ipynb", "py"], f"{facts.path}: download links {hrefs}"
+        notebook = json.loads(crawl.site.read(by_suffix["ipynb"]))
+        code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+        assert code and all(cell["execution_count"] for cell in code if cell["outputs"]), facts.path
+        assert any(cell["outputs"] for cell in code), f"{facts.path}: the notebook has no outputs"
+        script = crawl.site.read(by_suffix["py"]).decode()
+        compile(script, by_suffix["py"], "exec")  # plain Python
+        assert script.startswith(f"# {facts.title}"), facts.path
+
+
+def test_search_finds_each_page_by_a_word_of_its_title(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page = new_context().new_page()
+    missed = []
+    for facts in crawl.content_pages:
+        words = sorted(re.findall(r"[A-Za-z]{4,}", facts.title), key=len, reverse=True)
+        if not words:
+            continue
+        page.goto(crawl.site.page(f"search.html?q={words[0].lower()}"))
+        try:
+            page.wait_for_function(_SEARCH_DONE, timeout=10_000)
+        except PlaywrightTimeout:
+            missed.append(f"searching {words[0]!r} did not finish")
+            break  # the search itself is broken: one timeout says it
+        found = page.eval_on_selector_all("#search-results ul.search li a", "links => links.map(a => a.href)")
+        if facts.path not in {crawl.site.path_of(urldefrag(href).url) for href in found}:
+            missed.append(f"{words[0]!r} does not find {facts.path}")
+    assert not missed, "\n".join(missed)
+
+
+# Elements reaching past the right edge of a 375 px screen. Allowed: what the reader can scroll sideways
+# inside the article (code blocks, outputs, wide tables), and fixed overlays (furo's closed drawers).
+# Not allowed: anything that makes the page itself scroll sideways (furo's content column would).
+_OVERFLOW = """() => {
+    const width = document.documentElement.clientWidth;
+    const article = document.querySelector("article") ?? document.body;
+    const exempt = (el) => {
+        for (let node = el; node && node !== document.documentElement; node = node.parentElement) {
+            const style = getComputedStyle(node);
+            if (style.position === "fixed") return true;
+            const scroller = ["auto", "scroll"].includes(style.overflowX);
+            if (scroller && node !== el && node !== article && article.contains(node)) return true;
+        }
+        return false;
+    };
+    const found = [];
+    for (const el of document.body.querySelectorAll("*")) {
+        const box = el.getBoundingClientRect();
+        const shown = box.width && box.height && getComputedStyle(el).visibility !== "hidden";
+        if (shown && box.right > width + 1 && !exempt(el)) {
+            found.push(`<${el.tagName.toLowerCase()} class="${el.className}"> reaches ${Math.round(box.right)}px: `
+                + (el.textContent || "").trim().slice(0, 60));
+        }
+    }
+    return {width, found: found.slice(0, 10)};
+}"""
+
+
+def test_pages_fit_a_phone_screen(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
+    page = new_context(**PHONE).new_page()
+    overflowing = {}
+    for facts in crawl.content_pages:
+        page.goto(crawl.site.page(facts.path))
+        result = page.evaluate(_OVERFLOW)
+        assert result["width"] == PHONE["viewport"]["width"]
+        if result["found"]:
+            overflowing[facts.path] = result["found"]
+        page.screenshot(path=SCREENSHOTS / f"phone-{_shot_name(facts.path)}.png", full_page=True)
+    assert not overflowing, "\n".join(f"{path}: {found}" for path, found in overflowing.items())
+
+
+def _shot_name(path: str) -> str:
+    return path.removesuffix(".html").replace("/", "__")
+
