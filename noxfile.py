@@ -43,24 +43,9 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "--ignore=tests/browser", *session.posargs)  # those run in the browser session
 
 
-def build_site(session: nox.Session, *sphinx_args: str) -> Path:
-    """Execute and build the whole site into docs/_build/html, replacing it only when the build succeeds."""
-    html, staging = BUILD / "html", BUILD / "html.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    if html.is_dir():
-        shutil.copytree(html, staging)  # incremental: unchanged pages are not rewritten
-    session.run(
-        "sphinx-build", "-W", "--keep-going", "-b", "html", "-j", "auto",
-        "-d", str(BUILD / "doctrees"), str(DOCS), str(staging), *sphinx_args,
-    )
-    previous = BUILD / "html.previous"
-    shutil.rmtree(previous, ignore_errors=True)
-    if html.is_dir():
-        html.rename(previous)
-    staging.rename(html)
-    shutil.rmtree(previous, ignore_errors=True)
-    session.log(f"site built: {html / 'index.html'}")
-    return html
+def build_site(session: nox.Session, *sphinx_args: str) -> None:
+    """Execute and build the site into docs/_build/html, published only if the -W build succeeded."""
+    session.run("python", "-m", "qwen_docs_helpers.sitebuild", str(DOCS), str(BUILD), *sphinx_args)
 
 
 @nox.session(venv_params=VENV_PARAMS)
