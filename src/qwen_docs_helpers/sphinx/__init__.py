@@ -1,6 +1,7 @@
 """Sphinx extension of qwen-docs: ``extensions = [..., "qwen_docs_helpers.sphinx"]``.
 
 - ``site``: every model id resolves offline (real weights linked, else stand-ins) before pages run;
+- ``exec_cache``: a damaged execution cache is repaired before pages run;
 - ``nested_cells``: code-cells inside tabs and dropdowns are executed and rendered in place;
 - ``stamp``: each executed page says what it ran on;
 - ``cell_errors``: a failed cell is reported with its page and line;
@@ -14,10 +15,10 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from . import cell_errors, downloads, hf_docstrings, nested_cells, site, stamp
+from . import cell_errors, downloads, exec_cache, hf_docstrings, nested_cells, site, stamp
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    for module in (site, nested_cells, stamp, downloads, cell_errors, hf_docstrings):
+    for module in (site, exec_cache, nested_cells, stamp, downloads, cell_errors, hf_docstrings):
         module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

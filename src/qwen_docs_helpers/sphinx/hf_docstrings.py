@@ -39,5 +39,6 @@ def transformers_docstring(app: Sphinx, what: str, name: str, obj: Any, options:
 
 
 def setup(app: Sphinx) -> dict[str, object]:
+    app.setup_extension("sphinx.ext.autodoc")  # the event below is autodoc's
     app.connect("autodoc-process-docstring", transformers_docstring)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
