@@ -95,9 +95,10 @@ def main() -> int:
         (f"stream 1 reply, {args.max_new_tokens} new tokens", raw_stream, helper_stream, args.repeats),
     ]:
         raw_times, helper_times = [], []
-        for _ in range(repeats):  # alternate, so both paths see the same load
-            raw_times.append(median_seconds(raw, 1))
-            helper_times.append(median_seconds(helper, 1))
+        for turn in range(repeats):  # alternate, and swap which goes first, so both see the same conditions
+            pair = [(raw, raw_times), (helper, helper_times)]
+            for run, times in pair if turn % 2 == 0 else pair[::-1]:
+                times.append(median_seconds(run, 1))
         rows.append((name, statistics.median(raw_times), statistics.median(helper_times)))
 
     print(f"model: {MODEL_ID} ({'stand-in' if getattr(model.config, 'qwen_docs_standin', None) else 'real weights'})")
