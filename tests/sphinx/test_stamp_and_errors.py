@@ -86,3 +86,12 @@ def test_timed_out_cell_is_named_with_page_and_line(built: tuple[SphinxTestApp, 
     matches = re.findall(r"slow\.md:(\d+): WARNING: code cell \d+ timed out \(ran past nb_execution_", warnings)
     assert matches, warnings
     assert abs(int(matches[0]) - (fence + 1)) <= 2
+
+
+def test_failed_hidden_check_is_named_with_page_and_line(built: tuple[SphinxTestApp, str]) -> None:
+    _, warnings = built
+    line = ROOT.joinpath("check.md").read_text().splitlines().index("# Check: arithmetic still works.") + 1
+    assert re.search(
+        rf"check\.md:{line}: WARNING: hidden cell raised AssertionError: total should be 3 \(a check on this",
+        warnings,
+    ), warnings

@@ -26,6 +26,8 @@ _FAILURES = {
     "CellTimeoutError": "timed out (ran past nb_execution_timeout): make it faster, "
     "or raise the limit (QWEN_DOCS_CELL_TIMEOUT for this site)",
 }
+#: nbclient's CellExecutionError text quotes the failing cell's source between dashed lines.
+_FAILED_SOURCE = re.compile(r"executing the following cell:\n-+\n(.*?)\n-+\n", re.DOTALL)
 #: The tag with which authors say a cell is meant to raise (myst-nb's own).
 EXPECTED_ERROR_TAG = "raises-exception"
 
@@ -63,6 +65,23 @@ class ReportFailedCells(SphinxTransform):
                         what = failure
                     self._warn(cell, f"code cell {number} {what}")
                     return
+        if data.get("error") == "CellExecutionError":
+            self._report_hidden_cell(data.get("traceback") or "")
+
+    def _report_hidden_cell(self, traceback: str) -> None:
+        """A failing ``remove-cell`` cell (a hidden check) is not in the doctree: find it in the page source."""
+        source = _FAILED_SOURCE.search(_ANSI.sub("", traceback))
+        first = next((line for line in (source.group(1) if source else "").splitlines() if line.strip()), None)
+        page = self.env.doc2path(self.env.docname)
+        lines = page.read_text(encoding="utf8").splitlines() if first and page.is_file() else []
+        number = (
+            next((n for n, line in enumerate(lines, start=1) if line.strip() == first.strip()), None) if first else None
+        )
+        message = f"hidden cell raised {error_line(traceback)} (a check on this page failed)"
+        if number is None:
+            logger.warning(message, location=self.env.docname, type="qwen_docs", subtype="cell_error")
+        else:
+            logger.warning(message, location=(self.env.docname, number), type="qwen_docs", subtype="cell_error")
 
     @staticmethod
     def _warn(location: nodes.Node, message: str) -> None:
