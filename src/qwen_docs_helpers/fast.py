@@ -1,0 +1,284 @@
+"""Opt-in fast generation: a static KV cache, a ``torch.compile``'d decoding step, prompts padded to buckets.
+
+Plain ``model.generate`` grows its KV cache token by token and runs every decoding step op by op from
+Python. For batch-1 decoding on a GPU that launch overhead, not the GPU, is often the limit. transformers 5
+has the pieces to remove it, and :class:`FastGenerator` turns them on together, without hand-written loops:
+
+- ``cache_implementation="static"``: the KV cache is allocated once at its final size, so every decoding step
+  has the same tensor shapes. With a static cache, ``generate`` compiles the *decoding* step itself (the prefill
+  stays eager) with the ``compile_config`` of the generation config; on CPU only when asked
+  (``CompileConfig._compile_all_devices``, what transformers' own tests use).
+- ``attn_implementation="sdpa"`` while the fast path runs: FlashAttention-2 with a static cache is reported
+  broken (transformers#32040) and breaks the compiled graph.
+- For Qwen2-MoE, ``experts_implementation="grouped_mm"`` (transformers switches it to ``"batched_mm"`` for the
+  decoding steps on GPUs): the ``"eager"`` experts loop over the experts that received tokens, a
+  data-dependent Python loop that ``torch.compile`` cannot capture in one graph.
+- Prompts are left-padded to the next *bucket* length (64, 128, 256, ...) with attention-mask zeros. The
+  static cache is sized ``prompt + max_new_tokens``, so without buckets every new prompt length gives new
+  shapes and, on a GPU, a new compilation and new CUDA graphs; with them, shapes repeat.
+
+The padding changes no token: positions come from the attention mask, masked positions are never attended,
+and the filler token is each row's own first token, so even the repetition penalty (which looks at the
+*set* of tokens in the sequence, padding included) sees the same set. :func:`prepare_fast` is the short way
+to get a :class:`FastGenerator`; its ``generate`` takes and returns what ``model.generate`` does (the bucket
+padding is removed from the output), and ``generate_replies`` / ``reply`` mirror
+:mod:`qwen_docs_helpers.chat`. The model is not changed: the attention and experts implementations are
+switched for the duration of each call and restored afterwards (so one generator per model at a time, not
+from several threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from transformers import CompileConfig, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
+from .errors import InvalidArgumentError
+from .validation import validate_batch, validate_max_new_tokens, validate_messages
+
+__all__ = [
+    "COMPILING_DEVICES",
+    "DEFAULT_BUCKETS",
+    "FastGenerator",
+    "bucket_length",
+    "pad_to_bucket",
+    "prepare_fast",
+]
+
+#: Prompt lengths the fast path pads to; longer prompts go to the next multiple of the largest.
+DEFAULT_BUCKETS: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
+#: Devices on which transformers compiles the decoding step of a static-cache ``generate`` by itself.
+COMPILING_DEVICES = ("cuda", "xpu", "neuron", "tpu")
+
+
+#: Sampling-only generation settings at the values transformers treats as "not set" (None would be refilled
+#: from the model's generation config).
+_SAMPLING_NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+                     "eta_cutoff": 0.0}
+
+
+def _check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
+    values = tuple(buckets)
+    if not values or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in values):
+        raise InvalidArgumentError(f"buckets={buckets!r} must be a non-empty sequence of positive ints",
+                                   f"pass e.g. {DEFAULT_BUCKETS}")
+    return tuple(sorted(set(values)))
+
+
+def bucket_length(length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
+    """The padded length for a prompt of ``length`` tokens: the smallest bucket that holds it.
+
+    Beyond the largest bucket, the next multiple of the largest (``4096`` for ``2049`` with the defaults).
+    """
+    values = _check_buckets(buckets)
+    if length < 0:
+        raise InvalidArgumentError(f"length={length} is negative", "pass a token count")
+    for bucket in values:
+        if length <= bucket:
+            return bucket
+    largest = values[-1]
+    return -(-length // largest) * largest
+
+
+def pad_to_bucket(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, buckets: Sequence[int] = DEFAULT_BUCKETS
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Left-pad a batch to its bucket length: ``(input_ids, attention_mask, added)``.
+
+    The added columns have attention-mask 0 and repeat each row's first token (its own left padding, or its
+    first real token), so the set of token ids in every row is unchanged. ``added`` is the number of
+    columns added on the left (``0`` when the length already is a bucket).
+    """
+    if input_ids.ndim != 2:
+        raise InvalidArgumentError(f"input_ids has shape {tuple(input_ids.shape)}", "pass a 2-D (batch, length) tensor")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    length = input_ids.shape[1]
+    added = bucket_length(length, buckets) - length
+    if added == 0:
+        return input_ids, attention_mask, 0
+    filler = input_ids[:, :1].expand(-1, added)
+    zeros = attention_mask.new_zeros((attention_mask.shape[0], added))
+    return torch.cat([filler, input_ids], dim=1), torch.cat([zeros, attention_mask], dim=1), added
+
+
+def _default_compile_config(device_type: str) -> CompileConfig:
+    """transformers' defaults (inductor, CUDA graphs via ``reduce-overhead``), in one graph (``fullgraph``).
+
+    ``fullgraph=True`` makes a graph break an error instead of a silent slowdown. On devices without CUDA graphs
+    the mode is ``"default"``.
+    """
+    mode = "reduce-overhead" if device_type == "cuda" else "default"
+    return CompileConfig(fullgraph=True, mode=mode)
+
+
+class FastGenerator:
+    """``generate`` with a static KV cache, compiled decoding and bucket-padded prompts (see the module docs).
+
+    - ``compile``: ``None`` (default) compiles where transformers does by itself (CUDA and other accelerators),
+      not on CPU; ``True`` compiles on any device (inductor, ``fullgraph=True`` so that a graph break is an
+      error rather than a silent slowdown, CUDA graphs on CUDA: ``mode="reduce-overhead"``); a ``CompileConfig``
+      compiles with that (e.g. ``CompileConfig(backend="aot_eager")``); ``False`` never compiles (static cache
+      and buckets only).
+    - ``buckets``: prompt lengths to pad to (:func:`bucket_length`); ``None`` turns padding off.
+    - ``attn_implementation``: used while generating (default ``"sdpa"``); ``None`` keeps the model's.
+    - ``experts_implementation``: for MoE models, used while generating (default ``"grouped_mm"``); ``None``
+      keeps the model's. Ignored for dense models.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        compile: bool | CompileConfig | None = None,
+        buckets: Sequence[int] | None = DEFAULT_BUCKETS,
+        attn_implementation: str | None = "sdpa",
+        experts_implementation: str | None = "grouped_mm",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.buckets = _check_buckets(buckets) if buckets is not None else None
+        self.attn_implementation = attn_implementation
+        self.experts_implementation = experts_implementation if _has_experts(model) else None
+        device_type = model.device.type
+        if isinstance(compile, CompileConfig):
+            config: CompileConfig | None = copy.deepcopy(compile)
+        elif compile or (compile is None and device_type in COMPILING_DEVICES):
+            config = _default_compile_config(device_type)
+        else:
+            config = None
+        if config is not None and device_type not in COMPILING_DEVICES:
+            config._compile_all_devices = True  # transformers' switch for compiling on CPU
+        self.compile_config = config
+
+    @property
+    def compiles(self) -> bool:
+        """Whether ``generate`` will compile the decoding step: compilation was asked for, and the model is
+        neither quantized with a method transformers does not compile (bitsandbytes) nor offloaded."""
+        if self.compile_config is None:
+            return False
+        quantizer = getattr(self.model, "hf_quantizer", None)
+        if quantizer is not None and not quantizer.is_compileable:
+            return False
+        devices = set(getattr(self.model, "hf_device_map", {}).values())
+        return "disk" not in devices and not ("cpu" in devices and len(devices) > 1)
+
+    def generation_config(self, **overrides: Any) -> GenerationConfig:
+        """A copy of the model's generation config with the fast path's settings and ``overrides``
+        (generation settings only; others are ignored)."""
+        config = copy.deepcopy(self.model.generation_config)
+        config.cache_implementation = "static"
+        if self.compile_config is not None:
+            config.compile_config = copy.deepcopy(self.compile_config)  # keeps _compile_all_devices
+            config.disable_compile = False
+        else:
+            config.compile_config = None
+            config.disable_compile = True  # a static cache alone would make transformers compile on GPUs
+        config.update(**overrides)
+        return config
+
+    @contextlib.contextmanager
+    def implementations(self) -> Iterator[None]:
+        """Switch the model to the fast path's attention and experts implementations, and back afterwards."""
+        model = self.model
+        attention_before = model.config._attn_implementation
+        experts_before = model.get_experts_implementation() if self.experts_implementation else None
+        switch_attention = self.attn_implementation is not None and attention_before != self.attn_implementation
+        try:
+            if switch_attention:
+                model.set_attn_implementation(self.attn_implementation)
+            if self.experts_implementation is not None:
+                model.set_experts_implementation(self.experts_implementation)
+            yield
+        finally:
+            if switch_attention:
+                model.set_attn_implementation(attention_before)
+            if experts_before is not None:
+                model.set_experts_implementation(experts_before)
+
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **generate_kwargs: Any
+    ) -> Any:
+        """``model.generate`` on the fast path; returns what it returns, without the bucket padding.
+
+        Pass ``max_new_tokens`` (``max_length`` would count the padding). Other keyword arguments override the
+        model's generation config, as with ``model.generate``.
+        """
+        if "max_length" in generate_kwargs:
+            raise InvalidArgumentError("max_length counts the bucket padding on the fast path",
+                                       "pass max_new_tokens instead")
+        added = 0
+        if self.buckets is not None:
+            input_ids, attention_mask, added = pad_to_bucket(input_ids, attention_mask, self.buckets)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        config = self.generation_config()
+        others = config.update(**generate_kwargs)  # generation settings go into the config, the rest to generate
+        if not config.do_sample:
+            # Greedy: the model's sampling settings (Qwen's temperature, top_p, top_k) do nothing; dropping them
+            # spares the "generation flags are not valid" warning plain generate(do_sample=False) does not give.
+            for name, neutral in _SAMPLING_NEUTRAL.items():
+                setattr(config, name, neutral)
+        if config.pad_token_id is None and self.tokenizer is not None and self.tokenizer.pad_token_id is not None:
+            config.pad_token_id = self.tokenizer.pad_token_id
+        with self.implementations():
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                         generation_config=config, **others)
+        if isinstance(output, torch.Tensor):
+            return output[:, added:]
+        output.sequences = output.sequences[:, added:]
+        return output
+
+    def _tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is None:
+            raise InvalidArgumentError("this FastGenerator has no tokenizer",
+                                       "pass one to prepare_fast(model, tokenizer) to generate replies")
+        return self.tokenizer
+
+    def generate_replies(
+        self, conversations: Sequence[Conversation], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """:func:`qwen_docs_helpers.chat.generate_replies` on the fast path."""
+        validate_batch(conversations)
+        tokenizer = self._tokenizer()
+        inputs = encode_chat(tokenizer, conversations).to(self.model.device)
+        output = self.generate(inputs["input_ids"], inputs["attention_mask"],
+                               max_new_tokens=validate_max_new_tokens(max_new_tokens), **generate_kwargs)
+        sequences = getattr(output, "sequences", output)
+        return tokenizer.batch_decode(sequences[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def reply(self, messages: Conversation, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+              **generate_kwargs: Any) -> str:
+        """:func:`qwen_docs_helpers.chat.reply` on the fast path."""
+        validate_messages(messages)
+        return self.generate_replies([messages], max_new_tokens=max_new_tokens, **generate_kwargs)[0]
+
+
+def _has_experts(model: PreTrainedModel) -> bool:
+    """Whether the model has experts whose implementation transformers can switch (Qwen2-MoE does)."""
+    can_set = getattr(model, "_can_set_experts_implementation", None)
+    return bool(can_set and can_set() and any(v is not None for v in model.get_experts_implementation().values()))
+
+
+def prepare_fast(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    compile: bool | CompileConfig | None = None,
+    buckets: Sequence[int] | None = DEFAULT_BUCKETS,
+    attn_implementation: str | None = "sdpa",
+    experts_implementation: str | None = "grouped_mm",
+) -> FastGenerator:
+    """A :class:`FastGenerator` for ``model`` (and ``tokenizer``, for replies to conversations).
+
+    The first call with a new batch size or cache length compiles (tens of seconds); time the calls after it.
+    """
+    return FastGenerator(model, tokenizer, compile=compile, buckets=buckets,
+                         attn_implementation=attn_implementation, experts_implementation=experts_implementation)

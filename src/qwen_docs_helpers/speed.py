@@ -1,0 +1,483 @@
+"""Decoding speed against the memory-bandwidth roofline, and the benchmark results the speed page shows.
+
+Generating one token at batch 1 multiplies one vector by every weight matrix the token passes through, so
+each weight is read from GPU memory once per token and used for two floating-point operations. No GPU can
+do that faster than its memory delivers the bytes: ``tokens/s <= bandwidth / bytes read per token``, the
+*roofline*. This module computes the bytes from a model's published configuration (no weights needed), for
+bfloat16, bitsandbytes NF4 and int8 weights, any batch size and context length, and loads and presents the
+results ``benchmarks/generation.py`` measured on a GPU.
+
+What is counted per decoding step (one new token for each of ``batch`` sequences):
+
+- every weight of attention, MLPs, norms, the router and ``lm_head`` (read in full however many sequences);
+- for Qwen2-MoE only the routed experts that some token in the batch selected: ``top_k`` of them at batch 1
+  and, for larger batches, the expected number of distinct experts if tokens choose uniformly and
+  independently, ``E * (1 - (1 - k/E) ** batch)``, plus the shared expert;
+- one embedding row per sequence (not the table);
+- the KV cache of every sequence at the given context length (keys and values, all layers, bfloat16).
+
+Quantized formats follow the site's bitsandbytes presets: the linear layers of attention, MLPs and shared
+expert are quantized; embeddings, ``lm_head``, norms, the router and the routed experts (fused 3-D parameters
+in transformers 5, which bitsandbytes does not quantize) stay in bfloat16, and so does Qwen2-MoE's
+``shared_expert_gate`` in NF4.
+
+Activations, the KV-cache writes and the logits are left out: they are small next to the weights.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from transformers import PretrainedConfig
+
+__all__ = [
+    "ANCHORS",
+    "BENCHMARK_MODELS",
+    "RESULTS_SCHEMA",
+    "SPEC_BANDWIDTHS",
+    "Anchor",
+    "BenchmarkResults",
+    "ModelSize",
+    "Traffic",
+    "WeightFormat",
+    "figure_svg",
+    "kv_cache_bytes_per_token",
+    "load_results",
+    "model_size",
+    "options_table",
+    "plot_results",
+    "plot_roofline",
+    "results_dir",
+    "results_table",
+    "roofline_tokens_per_s",
+    "spec_bandwidth",
+    "traffic_per_step",
+    "weight_bytes",
+]
+
+#: How linear-layer weights are stored: bfloat16, bitsandbytes NF4 (double quantization) or LLM.int8().
+WeightFormat = Literal["bf16", "nf4", "int8"]
+#: The models the benchmark measures (real sizes from their published configurations).
+BENCHMARK_MODELS = ("Qwen/Qwen2-7B-Instruct", "Qwen/Qwen2-1.5B-Instruct", "Qwen/Qwen1.5-MoE-A2.7B-Chat")
+#: Version of the results file format written by ``benchmarks/generation.py``.
+RESULTS_SCHEMA = 1
+
+#: Datasheet memory bandwidths (bytes/s), matched against ``torch.cuda.get_device_name()`` in this order.
+SPEC_BANDWIDTHS: tuple[tuple[str, float, str], ...] = (
+    ("H200", 4.8e12, "NVIDIA H200: 4.8 TB/s HBM3e"),
+    ("H100 NVL", 3.9e12, "NVIDIA H100 NVL: 3.9 TB/s HBM3"),
+    ("H100 PCIe", 2.0e12, "NVIDIA H100 PCIe: 2.0 TB/s HBM2e"),
+    ("H100", 3.35e12, "NVIDIA H100 SXM: 3.35 TB/s HBM3"),
+    ("A100-SXM4-80GB", 2.039e12, "NVIDIA A100 SXM4 80GB: 2.039 TB/s HBM2e"),
+    ("A100 80GB PCIe", 1.935e12, "NVIDIA A100 PCIe 80GB: 1.935 TB/s HBM2e"),
+    ("A100", 1.555e12, "NVIDIA A100 40GB: 1.555 TB/s HBM2"),
+)
+
+_BF16 = 2  # bytes
+_NF4_BLOCK = 64  # weights per NF4 block; each has an absmax, quantized to 8 bits by double quantization
+_NF4_NESTED_BLOCK = 256  # absmax values per second-level block, each with one float32 scale
+
+
+def spec_bandwidth(device_name: str) -> tuple[float, str] | None:
+    """The datasheet memory bandwidth (bytes/s) and its description for a GPU name, if known."""
+    for pattern, value, label in SPEC_BANDWIDTHS:
+        if pattern.lower() in device_name.lower():
+            return value, label
+    return None
+
+
+def _linear_bytes(in_features: int, out_features: int, bias: bool, fmt: WeightFormat) -> float:
+    weights = in_features * out_features
+    if fmt == "bf16":
+        stored = weights * _BF16
+    elif fmt == "nf4":  # 4 bits, one 8-bit absmax per block, one float32 per nested block
+        stored = weights / 2 + weights / _NF4_BLOCK + 4 * weights / (_NF4_BLOCK * _NF4_NESTED_BLOCK)
+    elif fmt == "int8":  # 8 bits and one float32 scale per output row
+        stored = weights + 4 * out_features
+    else:
+        raise ValueError(f"unknown weight format {fmt!r}; use 'bf16', 'nf4' or 'int8'")
+    return stored + (out_features * _BF16 if bias else 0)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A group of parameters: how many, bytes stored in each format, and how much of it one step reads."""
+
+    name: str
+    params: int
+    stored: dict[str, float]  # weight format -> bytes
+
+
+def _head_dim(config: Any) -> int:
+    return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+
+
+def _sparse_layers(config: Any) -> list[bool]:
+    if config.model_type != "qwen2_moe":
+        return [False] * config.num_hidden_layers
+    step = max(int(getattr(config, "decoder_sparse_step", 1) or 1), 1)
+    dense = set(getattr(config, "mlp_only_layers", None) or [])
+    return [i not in dense and config.num_experts > 0 and (i + 1) % step == 0 for i in range(config.num_hidden_layers)]
+
+
+def _linears(
+    *shapes: tuple[int, int, bool], quantized: Iterable[str] = ("nf4", "int8")
+) -> tuple[int, dict[str, float]]:
+    """Parameter count and stored bytes per format of some linear layers; formats not in ``quantized`` stay bf16."""
+    quantized = set(quantized)
+    params = sum(i * o + (o if b else 0) for i, o, b in shapes)
+    stored = {fmt: sum(_linear_bytes(i, o, b, fmt if fmt in quantized else "bf16") for i, o, b in shapes)
+              for fmt in ("bf16", "nf4", "int8")}
+    return params, stored
+
+
+def _plain(params: int) -> tuple[int, dict[str, float]]:
+    return params, {fmt: float(params * _BF16) for fmt in ("bf16", "nf4", "int8")}
+
+
+def _parts(config: Any) -> list[_Part]:
+    h, v = config.hidden_size, config.vocab_size
+    d = _head_dim(config)
+    q, kv = config.num_attention_heads * d, config.num_key_value_heads * d
+    parts: dict[str, list[tuple[int, dict[str, float]]]] = {}
+
+    def add(name: str, value: tuple[int, dict[str, float]]) -> None:
+        parts.setdefault(name, []).append(value)
+
+    for sparse in _sparse_layers(config):
+        add("attention", _linears((h, q, True), (h, kv, True), (h, kv, True), (q, h, False)))
+        add("norms", _plain(2 * h))
+        if sparse:
+            e, m, s = config.num_experts, config.moe_intermediate_size, config.shared_expert_intermediate_size
+            add("router", _plain(e * h))
+            add("routed experts", _plain(e * 3 * h * m))  # fused 3-D parameters: bitsandbytes leaves them in bf16
+            add("shared expert", _linears((h, s, False), (h, s, False), (s, h, False)))
+            # The site's 4-bit preset keeps shared_expert_gate (a Linear(hidden, 1)) unquantized; int8 quantizes it.
+            add("shared expert", _linears((h, 1, False), quantized=("int8",)))
+        else:
+            add("mlp", _linears((h, config.intermediate_size, False), (h, config.intermediate_size, False),
+                                (config.intermediate_size, h, False)))
+    add("norms", _plain(h))
+    add("embedding", _plain(v * h))
+    add("lm_head", _plain(v * h))  # lm_head stays unquantized with transformers' bitsandbytes defaults
+    result = []
+    for name, values in parts.items():
+        result.append(_Part(name, sum(p for p, _ in values),
+                            {fmt: sum(s[fmt] for _, s in values) for fmt in ("bf16", "nf4", "int8")}))
+    return result
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Parameter counts of a model, from its configuration."""
+
+    total: int  # every parameter (a tied lm_head counted once)
+    active: int  # parameters one token uses (MoE: top_k routed experts), embedding table included
+    by_part: dict[str, int]  # attention, mlp / routed experts / shared expert / router, norms, embedding, lm_head
+    tied: bool
+
+
+def model_size(config: PretrainedConfig) -> ModelSize:
+    """Total and active parameters of a Qwen2 or Qwen2-MoE configuration."""
+    by_part = {part.name: part.params for part in _parts(config)}
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    total = sum(by_part.values()) - (by_part["lm_head"] if tied else 0)
+    active = total
+    if "routed experts" in by_part:
+        active -= round(by_part["routed experts"] * (1 - config.num_experts_per_tok / config.num_experts))
+    return ModelSize(total=total, active=active, by_part=by_part, tied=tied)
+
+
+def weight_bytes(config: PretrainedConfig, weight_format: WeightFormat = "bf16") -> float:
+    """Bytes the weights take in memory (all experts; a tied ``lm_head`` once), bitsandbytes' quantization
+    constants included (which layers are quantized: see the module docs)."""
+    parts = {part.name: part.stored[weight_format] for part in _parts(config)}
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    return sum(parts.values()) - (parts["lm_head"] if tied else 0)
+
+
+def kv_cache_bytes_per_token(config: PretrainedConfig, dtype_bytes: int = _BF16) -> int:
+    """KV-cache bytes per token of context for one sequence: keys and values of every layer."""
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * _head_dim(config) * dtype_bytes
+
+
+def _expected_experts(experts: int, top_k: int, batch: int) -> float:
+    return experts * (1 - (1 - top_k / experts) ** batch)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Bytes read from memory in one decoding step (one new token for each sequence of the batch)."""
+
+    weights: float
+    kv_cache: float
+    batch: int
+    context: int
+    weight_format: str
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.kv_cache
+
+    @property
+    def per_token(self) -> float:
+        """Bytes per generated token (the step's bytes shared by the batch)."""
+        return self.total / self.batch
+
+
+def traffic_per_step(
+    config: PretrainedConfig, *, weight_format: WeightFormat = "bf16", batch: int = 1, context: int = 0
+) -> Traffic:
+    """Bytes one decoding step reads (module docs): weights used by the batch plus its KV cache at ``context``."""
+    if batch < 1 or context < 0:
+        raise ValueError(f"batch={batch} must be >= 1 and context={context} >= 0")
+    weights = 0.0
+    for part in _parts(config):
+        stored = part.stored[weight_format]
+        if part.name == "embedding":
+            weights += batch * config.hidden_size * _BF16
+        elif part.name == "routed experts":
+            e, k = config.num_experts, config.num_experts_per_tok
+            weights += stored * min(_expected_experts(e, k, batch), e) / e
+        else:
+            weights += stored
+    kv = batch * context * kv_cache_bytes_per_token(config)
+    return Traffic(weights=weights, kv_cache=float(kv), batch=batch, context=context, weight_format=weight_format)
+
+
+def roofline_tokens_per_s(
+    config: PretrainedConfig, bandwidth: float, *, weight_format: WeightFormat = "bf16", batch: int = 1,
+    context: int = 0,
+) -> float:
+    """The most tokens/s *per sequence* memory bandwidth allows (multiply by ``batch`` for the throughput)."""
+    return bandwidth / traffic_per_step(config, weight_format=weight_format, batch=batch, context=context).total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Published figures measured elsewhere, quoted beside ours as anchors (never as our results).
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published decoding speed, with its hardware and source."""
+
+    what: str
+    hardware: str
+    tokens_per_s: float
+    source: str
+    url: str
+    memory_gib: float | None = None
+    notes: str = ""
+
+
+ANCHORS: tuple[Anchor, ...] = (
+    Anchor("Qwen2.5-7B-Instruct BF16, transformers 4.46", "NVIDIA A100 80GB", 40.38,
+           "Qwen speed benchmark", "https://qwen.readthedocs.io/en/latest/getting_started/speed_benchmark.html",
+           memory_gib=14.38, notes="batch 1, 2,048 forced new tokens; same sizes as Qwen2-7B"),
+    Anchor("Qwen2.5-7B-Instruct BF16, vLLM 0.6.3", "NVIDIA A100 80GB", 84.28,
+           "Qwen speed benchmark", "https://qwen.readthedocs.io/en/latest/getting_started/speed_benchmark.html",
+           notes="batch 1, 2,048 forced new tokens"),
+    Anchor("Llama-3.1-8B BF16, transformers generate", "NVIDIA H100", 41.0, "bitsandbytes benchmarking README",
+           "https://github.com/bitsandbytes-foundation/bitsandbytes/tree/main/benchmarking", notes="batch 1"),
+    Anchor("Llama-3.1-8B NF4, transformers generate", "NVIDIA H100", 30.1, "bitsandbytes benchmarking README",
+           "https://github.com/bitsandbytes-foundation/bitsandbytes/tree/main/benchmarking", notes="batch 1"),
+    Anchor("Llama-3.1-8B NF4 + double quant, transformers generate", "NVIDIA H100", 24.3,
+           "bitsandbytes benchmarking README",
+           "https://github.com/bitsandbytes-foundation/bitsandbytes/tree/main/benchmarking", notes="batch 1"),
+    Anchor("Llama-3.1-8B int8, transformers generate", "NVIDIA H100", 19.2, "bitsandbytes benchmarking README",
+           "https://github.com/bitsandbytes-foundation/bitsandbytes/tree/main/benchmarking", notes="batch 1"),
+    Anchor("Llama-3.1-8B int8 with outlier decomposition", "NVIDIA H100", 12.2, "bitsandbytes benchmarking README",
+           "https://github.com/bitsandbytes-foundation/bitsandbytes/tree/main/benchmarking", notes="batch 1"),
+    Anchor("Llama-2-7B BF16, gpt-fast (static cache + torch.compile)", "NVIDIA A100", 104.9, "gpt-fast README",
+           "https://github.com/pytorch-labs/gpt-fast", notes="batch 1"),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results written by benchmarks/generation.py
+
+
+@dataclass
+class BenchmarkResults:
+    """One results file: where and when it was measured, the bandwidth found, and one row per measurement."""
+
+    path: Path
+    provenance: dict[str, Any]
+    bandwidth: dict[str, Any]
+    settings: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def device(self) -> str:
+        return str(self.provenance.get("device_name", "unknown device"))
+
+    @property
+    def tiny(self) -> bool:
+        return bool(self.provenance.get("tiny"))
+
+    def describe(self) -> str:
+        """One sentence: where, when, with what, at which commit."""
+        p = self.provenance
+        versions = ", ".join(f"{name} {version}" for name, version in (p.get("versions") or {}).items() if version)
+        driver = f", driver {p['driver']}" if p.get("driver") else ""
+        commit = str(p.get("commit") or "unknown")[:10] + (" with uncommitted changes" if p.get("dirty") else "")
+        try:
+            date = dt.datetime.fromisoformat(str(p["date"])).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        except (KeyError, ValueError):
+            date = "an unknown date"
+        return f"Measured on {self.device}{driver} on {date}, with {versions}, at commit {commit}."
+
+
+def results_dir() -> Path:
+    """Where the benchmark writes its results: ``$QWEN_DOCS_BENCHMARK_RESULTS``, else ``benchmarks/results`` of
+    the checkout this package runs from."""
+    override = os.environ.get("QWEN_DOCS_BENCHMARK_RESULTS")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def load_results(folder: str | Path, *, include_tiny: bool = False) -> list[BenchmarkResults]:
+    """Every results file (``*.json``) in ``folder``, newest first; tiny-configuration test runs are skipped."""
+    found = []
+    for path in sorted(Path(folder).glob("*.json")):
+        data = json.loads(path.read_text())
+        if data.get("schema") != RESULTS_SCHEMA:
+            raise ValueError(f"{path}: results schema {data.get('schema')!r}, expected {RESULTS_SCHEMA}")
+        result = BenchmarkResults(path, data["provenance"], data["bandwidth"], data["settings"], list(data["rows"]))
+        if include_tiny or not result.tiny:
+            found.append(result)
+    return sorted(found, key=lambda r: str(r.provenance.get("date", "")), reverse=True)
+
+
+def _fmt(value: float | None, digits: int = 1, scale: float = 1.0) -> str:
+    return "–" if value is None else f"{value / scale:,.{digits}f}"  # noqa: RUF001 (an en dash for "none")
+
+
+def _ok(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if row.get("status") == "ok"]
+
+
+def _short(model_id: str) -> str:
+    return model_id.split("/")[-1]
+
+
+def results_table(result: BenchmarkResults, *, models: Sequence[str] | None = None) -> str:
+    """Markdown: per model, a table of every successful row (speed, first token, memory, share of the roofline),
+    then the rows that failed, with their errors."""
+    sections = []
+    ok = _ok(result.rows)
+    for model in dict.fromkeys(row["model"] for row in result.rows):
+        if models is not None and model not in models:
+            continue
+        lines = [
+            f"**{_short(model)}**", "",
+            "| variant | batch | tok/s per sequence | tok/s, all sequences | first token, ms | peak memory, GiB "
+            "| roofline tok/s | share of roofline |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for row in (r for r in ok if r["model"] == model):
+            share = row.get("roofline_share")
+            lines.append(
+                f"| {row['variant']} | {row['batch']} | {_fmt(row['decode_tokens_per_s'])} "
+                f"| {_fmt(row['throughput_tokens_per_s'])} | {_fmt(row['ttft_s'], 1, 1e-3)} "
+                f"| {_fmt(row.get('peak_memory_bytes'), 2, 2**30)} | {_fmt(row['roofline_tokens_per_s'], 0)} "
+                f"| {'–' if share is None else f'{share:.0%}'} |"  # noqa: RUF001
+            )
+        failed = [row for row in result.rows if row["model"] == model and row.get("status") != "ok"]
+        if failed:
+            lines += ["", "Not measured: " + "; ".join(
+                f"{row['variant']} at batch {row['batch']} ({row.get('error', 'failed')})" for row in failed) + "."]
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
+
+
+def options_table(result: BenchmarkResults, *, baseline: str = "sdpa") -> str:
+    """What each option costs or gains in batch-1 speed and saves in peak memory, next to ``baseline``."""
+    lines = ["| model | option | decode speed vs " + baseline + " | peak memory vs " + baseline + " |",
+             "|---|---|--:|--:|"]
+    rows = [row for row in _ok(result.rows) if row["batch"] == 1]
+    for model in dict.fromkeys(row["model"] for row in rows):
+        base = next((row for row in rows if row["model"] == model and row["variant"] == baseline), None)
+        if base is None:
+            continue
+        for row in rows:
+            if row["model"] != model or row["variant"] == baseline:
+                continue
+            speed = row["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+            memory = "–"  # noqa: RUF001
+            if row.get("peak_memory_bytes") and base.get("peak_memory_bytes"):
+                delta = (row["peak_memory_bytes"] - base["peak_memory_bytes"]) / 2**30
+                memory = f"{delta:+.2f} GiB"
+            lines.append(f"| {_short(model)} | {row['variant']} | {speed:.2f}x | {memory} |")
+    return "\n".join(lines)
+
+
+def plot_results(result: BenchmarkResults) -> Figure:
+    """Batch-1 decoding speed per variant for each model, with its roofline, and peak memory beside it."""
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # a first import builds a font cache and says so
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    rows = [row for row in _ok(result.rows) if row["batch"] == 1]
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    figure = Figure(figsize=(9, 2.6 * max(len(models), 1)), layout="constrained")
+    axes = figure.subplots(max(len(models), 1), 2, squeeze=False)
+    for (speed_axis, memory_axis), model in zip(axes, models, strict=False):
+        mine = [row for row in rows if row["model"] == model]
+        names = [row["variant"] for row in mine]
+        speed_axis.barh(names, [row["decode_tokens_per_s"] for row in mine], color="#4c72b0")
+        for row, y in zip(mine, range(len(mine)), strict=True):
+            speed_axis.plot([row["roofline_tokens_per_s"]] * 2, [y - 0.4, y + 0.4], color="#c44e52", linewidth=2)
+        speed_axis.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        speed_axis.set_title(f"{_short(model)}: tokens/s at batch 1 (red: roofline)", fontsize=9)
+        speed_axis.invert_yaxis()
+        memory = [(row.get("peak_memory_bytes") or 0) / 2**30 for row in mine]
+        memory_axis.barh(names, memory, color="#55a868")
+        memory_axis.set_title("peak GPU memory, GiB", fontsize=9)
+        memory_axis.invert_yaxis()
+        memory_axis.set_yticklabels([])
+    return figure
+
+
+def plot_roofline(
+    configs: dict[str, PretrainedConfig], bandwidth: float, *, batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+    context: int = 1024, label: str = "",
+) -> Figure:
+    """Roofline throughput (tokens/s, all sequences) against batch size, one line per model, log-log."""
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 3.6), layout="constrained")
+    axis = figure.subplots()
+    for name, config in configs.items():
+        values = [batch * roofline_tokens_per_s(config, bandwidth, batch=batch, context=context) for batch in batches]
+        axis.plot(batches, values, marker="o", label=_short(name))
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xticks(list(batches), [str(b) for b in batches])
+    axis.set_xlabel("sequences decoded together (batch size)")
+    axis.set_ylabel("tokens/s, all sequences")
+    axis.set_title(f"Memory-bandwidth roofline{', ' + label if label else ''}, context {context:,} tokens",
+                   fontsize=10)
+    axis.grid(True, which="major", alpha=0.3)
+    axis.legend(fontsize=8)
+    return figure
+
+
+def figure_svg(figure: Figure) -> str:
+    """The figure as SVG text with no date or random ids in it, so unchanged results give an unchanged page."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "qwen-docs", "svg.fonttype": "none"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()

@@ -1,0 +1,177 @@
+"""benchmarks/generation.py: the roofline arithmetic by hand, and a tiny CPU run of the real code path.
+
+The GPU run cannot happen in CI; ``--device cpu --tiny`` runs the same code (random models built from the
+published configurations, shrunk; every variant; forced output length; results file) in a few seconds, and the
+file it writes is checked here field by field, arithmetic included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qwen_docs_helpers.published import published_config
+from qwen_docs_helpers.speed import (
+    BENCHMARK_MODELS,
+    RESULTS_SCHEMA,
+    kv_cache_bytes_per_token,
+    load_results,
+    model_size,
+    roofline_tokens_per_s,
+    traffic_per_step,
+    weight_bytes,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "generation.py"
+H100, H200 = 3.35e12, 4.8e12
+DENSE, SMALL, MOE = BENCHMARK_MODELS
+
+
+def test_qwen2_7b_bytes_per_token_by_hand() -> None:
+    """Qwen2-7B: h=3584, 28 layers, 28 query / 4 KV heads of 128, FFN 18944, vocab 152064, untied lm_head."""
+    h, layers, kv, ffn, vocab = 3584, 28, 4 * 128, 18944, 152064
+    attention = (h * h + h) + 2 * (h * kv + kv) + h * h  # q, k, v with biases; o without
+    per_layer = attention + 3 * h * ffn + 2 * h  # SwiGLU MLP, two RMSNorms
+    params = layers * per_layer + h + 2 * vocab * h  # final norm, embedding, lm_head
+    assert params == model_size(published_config(DENSE)).total == 7_615_616_512
+    read = 2 * (params - vocab * h) + 2 * h  # everything but the embedding table, plus one row of it
+    traffic = traffic_per_step(published_config(DENSE))
+    assert traffic.weights == read and traffic.kv_cache == 0
+    assert round(read / 1e9, 2) == 14.14
+    assert round(roofline_tokens_per_s(published_config(DENSE), H100)) == 237
+    assert round(roofline_tokens_per_s(published_config(DENSE), H200)) == 339
+    # KV cache: keys and values, 28 layers x 4 heads x 128, bf16 = 56 KiB per token of context.
+    assert kv_cache_bytes_per_token(published_config(DENSE)) == 2 * layers * kv * 2 == 56 * 1024
+    assert traffic_per_step(published_config(DENSE), batch=4, context=1000).kv_cache == 4 * 1000 * 56 * 1024
+
+
+def test_moe_active_bytes_per_token_by_hand() -> None:
+    """Qwen1.5-MoE-A2.7B: h=2048, 24 layers, 16 heads (no GQA), 60 experts of 1408 (top 4), shared 5632."""
+    h, layers, experts, top_k, m, shared, vocab = 2048, 24, 60, 4, 1408, 5632, 151936
+    attention = 4 * h * h + 3 * h
+    routed = experts * 3 * h * m
+    fixed = attention + experts * h + 3 * h * shared + h + 2 * h  # router, shared expert, its gate, norms
+    total = layers * (fixed + routed) + h + 2 * vocab * h
+    active = layers * (fixed + top_k * 3 * h * m) + h + 2 * vocab * h
+    size = model_size(published_config(MOE))
+    assert (size.total, size.active) == (total, active)
+    assert round(total / 1e9, 1) == 14.3 and round(active / 1e9, 2) == 2.69
+    read = 2 * (active - vocab * h) + 2 * h
+    assert traffic_per_step(published_config(MOE)).weights == read
+    assert round(read / 1e9, 2) == 4.76
+    assert round(roofline_tokens_per_s(published_config(MOE), H100)) == 704
+    # At batch 4 the tokens of a step use ~14.5 distinct experts per layer (uniform routing), not 4.
+    distinct = experts * (1 - (1 - top_k / experts) ** 4)
+    batch4 = traffic_per_step(published_config(MOE), batch=4).weights
+    assert math.isclose(batch4, read - 2 * h + 4 * 2 * h + layers * 2 * 3 * h * m * (distinct - top_k))
+
+
+def test_quantized_formats_and_tied_embeddings() -> None:
+    dense = published_config(DENSE)
+    # NF4: 4 bits + an 8-bit absmax per 64 weights + a float32 per 256 blocks; lm_head stays bf16.
+    linear = 28 * ((3584 * 3584) * 2 + 2 * 3584 * 512 + 3 * 3584 * 18944)
+    bf16 = traffic_per_step(dense).weights
+    nf4 = traffic_per_step(dense, weight_format="nf4").weights
+    assert math.isclose(bf16 - nf4, linear * (2 - 0.5 - 1 / 64 - 4 / (64 * 256)))
+    int8 = traffic_per_step(dense, weight_format="int8").weights
+    rows = 28 * (3584 + 2 * 512 + 3584 + 2 * 18944 + 3584)  # one float32 scale per output row
+    assert math.isclose(bf16 - int8, linear - 4 * rows)
+    # Qwen2-1.5B ties lm_head to the embedding: stored once, but still read in full every step.
+    small = published_config(SMALL)
+    assert small.tie_word_embeddings
+    assert weight_bytes(small) == 2 * model_size(small).total
+    assert traffic_per_step(small).weights == 2 * (model_size(small).total) + 2 * small.hidden_size
+    with pytest.raises(ValueError):
+        traffic_per_step(dense, batch=0)
+
+
+def test_model_size_matches_the_architecture() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    for model_id in BENCHMARK_MODELS:
+        config = published_config(model_id)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        assert sum(p.numel() for p in model.parameters()) == model_size(config).total, model_id
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("bench") / "tiny.json"
+    command = [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--output", str(output),
+               "--prompt-tokens", "8", "--new-tokens", "4", "--warmup", "1", "--repeats", "1",
+               "--batches", "1", "2", "--compile-backend", "eager"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[21/21]" in done.stderr and "wrote" in done.stderr  # progress lines on stderr
+    return output
+
+
+def test_tiny_run_results_file(tiny_run: Path) -> None:
+    data: dict[str, Any] = json.loads(tiny_run.read_text())
+    assert data["schema"] == RESULTS_SCHEMA
+    prov = data["provenance"]
+    assert prov["device"] == "cpu" and prov["tiny"] is True and prov["device_name"]
+    assert dt.datetime.fromisoformat(prov["date"]).tzinfo is not None
+    assert prov["commit"] is None or len(prov["commit"]) == 40
+    assert {"torch", "transformers", "bitsandbytes"} <= set(prov["versions"])
+    assert data["bandwidth"]["measured_bytes_per_s"] > 0 and data["bandwidth"]["spec_bytes_per_s"] is None
+    assert data["settings"]["new_tokens"] == 4
+    for model_id, info in data["models"].items():
+        assert info["config"] == "tiny" and info["parameters"] == info["analytic_parameters"], model_id
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from generation import build_config
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = data["rows"]
+    assert [(r["variant"], r["batch"]) for r in rows if r["model"] == DENSE] == [
+        ("eager", 1), ("sdpa", 1), ("sdpa", 2), ("fast", 1), ("fast", 2), ("nf4", 1), ("int8", 1)]
+    assert {r["model"] for r in rows} == set(BENCHMARK_MODELS) and len(rows) == 21
+    bandwidth = data["bandwidth"]["measured_bytes_per_s"]
+    for row in rows:
+        where = f"{row['model']} {row['variant']} {row['batch']}"
+        assert row["status"] == "ok", (where, row.get("error"))
+        assert row["peak_memory_bytes"] is None  # CPU
+        assert row["ttft_s"] > 0 and row["total_s"] > row["ttft_s"] and row["decode_tokens_per_s"] > 0
+        assert math.isclose(row["decode_tokens_per_s"], 3 / (row["total_s"] - row["ttft_s"]))
+        assert math.isclose(row["throughput_tokens_per_s"], row["batch"] * row["decode_tokens_per_s"])
+        config = build_config(row["model"], tiny=True)
+        traffic = traffic_per_step(config, weight_format=row["weight_format"], batch=row["batch"],
+                                   context=round(8 + 3 / 2))
+        assert row["bytes_per_step"] == traffic.total and row["kv_bytes_per_step"] == traffic.kv_cache
+        assert math.isclose(row["roofline_tokens_per_s"], bandwidth / traffic.total)
+        assert math.isclose(row["roofline_share"], row["decode_tokens_per_s"] / row["roofline_tokens_per_s"])
+        assert row["compiled"] == (row["variant"] == "fast"), where
+        assert row["attn_implementation"] == ("eager" if row["variant"] == "eager" else "sdpa"), where
+        # The weights in memory are what the analytic model says for that format: bf16 to the byte (plus the
+        # rotary buffer); quantized within 5 %, since bitsandbytes keeps its scales outside the parameters
+        # (4 bytes per 64-wide row in int8 here). Quantizing lm_head or the routed experts would move 15-40 %.
+        analytic = weight_bytes(config, row["weight_format"])
+        tolerance = 64 if row["weight_format"] == "bf16" else 0.05 * analytic
+        assert abs(row["weights_bytes"] - analytic) <= tolerance, where
+    moe = {r["variant"]: r for r in rows if r["model"] == MOE and r["batch"] == 1}
+    assert moe["eager"]["experts_implementation"] == "eager"
+    assert moe["sdpa"]["experts_implementation"] == moe["fast"]["experts_implementation"] == "grouped_mm"
+
+
+def test_tiny_results_load_for_the_page_only_when_asked(tiny_run: Path) -> None:
+    assert load_results(tiny_run.parent) == []  # tiny runs never reach the site
+    (result,) = load_results(tiny_run.parent, include_tiny=True)
+    assert result.tiny and len(result.rows) == 21
+
+
+def test_refuses_real_sizes_on_cpu() -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and "--tiny" in done.stderr

@@ -1,0 +1,190 @@
+"""The opt-in fast path (static cache, compiled decoding, bucket padding) gives the plain path's greedy tokens.
+
+All comparisons run in float32 on the stand-ins, where the plain path is deterministic and padded and unpadded
+batches agree token for token (tests/test_chat.py), so exact equality is the right check. Compilation runs on
+CPU: one test compiles the dense stand-in with inductor (transformers' default backend; ~20 s cold on a loaded
+2-core machine, a few seconds once inductor's cache is warm), the MoE test uses ``aot_eager`` (the same
+dynamo graph capture with ``fullgraph=True``, without inductor's code generation) to keep the file short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from transformers import CompileConfig
+
+from qwen_docs_helpers.chat import encode_chat, generate_replies
+from qwen_docs_helpers.errors import InvalidArgumentError
+from qwen_docs_helpers.fast import DEFAULT_BUCKETS, bucket_length, pad_to_bucket, prepare_fast
+
+SHORT = [{"role": "user", "content": "Hi"}]
+LONG = [{"role": "user", "content": "Give me a short introduction to large language models, with examples."}]
+OTHER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+MAX_NEW_TOKENS = 12
+GREEDY = dict(max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+#: Attributes transformers' generate leaves on a model after static-cache / compiled runs.
+_GENERATE_STATE = ("_compiled_call", "_last_compile_config", "_previous_max_cache_length")
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*generation flags are not valid.*:UserWarning")
+
+
+@pytest.fixture
+def clean(dense_fp32: tuple, moe_fp32: tuple) -> Iterator[None]:
+    """Start without, and leave the shared models as they were: no compiled call or cache length left behind."""
+    models = [dense_fp32[0], moe_fp32[0]]
+    before = [{name: model.__dict__.pop(name) for name in _GENERATE_STATE if name in model.__dict__}
+              for model in models]
+    yield
+    for model, saved in zip(models, before, strict=True):
+        for name in _GENERATE_STATE:
+            model.__dict__.pop(name, None)
+        model.__dict__.update(saved)
+
+
+def plain(model: Any, inputs: Any) -> torch.Tensor:
+    return model.generate(**inputs, **GREEDY)
+
+
+@pytest.mark.parametrize(("length", "expected"), [(0, 64), (1, 64), (64, 64), (65, 128), (2000, 2048),
+                                                  (2048, 2048), (2049, 4096), (5000, 6144)])
+def test_bucket_length(length: int, expected: int) -> None:
+    assert bucket_length(length) == expected
+
+
+def test_bucket_length_custom_and_invalid() -> None:
+    assert bucket_length(10, (32, 8, 16)) == 16  # order does not matter
+    assert bucket_length(33, (8, 16, 32)) == 64
+    for bad in [(), (0, 64), (-8,), (1.5,), (True,)]:
+        with pytest.raises(InvalidArgumentError):
+            bucket_length(3, bad)
+    with pytest.raises(InvalidArgumentError):
+        bucket_length(-1)
+
+
+def test_pad_to_bucket_keeps_rows_and_token_sets() -> None:
+    ids = torch.tensor([[7, 7, 3, 4, 5], [1, 2, 3, 4, 5]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    padded, padded_mask, added = pad_to_bucket(ids, mask, buckets=(8,))
+    assert added == 3 and padded.shape == (2, 8) and padded_mask.shape == (2, 8)
+    assert torch.equal(padded[:, 3:], ids) and torch.equal(padded_mask[:, 3:], mask)
+    assert padded_mask[:, :3].sum() == 0
+    for row in range(2):  # the filler repeats the row's first token: the set of ids (repetition penalty) is unchanged
+        assert set(padded[row].tolist()) == set(ids[row].tolist())
+    same, same_mask, none_added = pad_to_bucket(padded, padded_mask, buckets=(8,))
+    assert none_added == 0 and same is padded and same_mask is padded_mask
+    _, ones, _ = pad_to_bucket(ids, None, buckets=(8,))
+    assert ones.tolist() == [[0, 0, 0, 1, 1, 1, 1, 1]] * 2
+
+
+def test_prompts_of_different_lengths_share_a_bucket(dense_fp32: tuple) -> None:
+    _, tokenizer = dense_fp32
+    short, long = (encode_chat(tokenizer, [c]) for c in (SHORT, LONG))
+    assert short["input_ids"].shape[1] < long["input_ids"].shape[1] <= DEFAULT_BUCKETS[0]
+    shapes = {pad_to_bucket(e["input_ids"], e["attention_mask"])[0].shape for e in (short, long)}
+    assert shapes == {(1, DEFAULT_BUCKETS[0])}
+
+
+def test_static_cache_and_buckets_match_plain_dense(dense_fp32: tuple, clean: None) -> None:
+    model, tokenizer = dense_fp32
+    fast = prepare_fast(model, tokenizer, compile=False)
+    assert not fast.compiles and fast.generation_config().disable_compile
+    for conversations in ([LONG], [SHORT, LONG, OTHER]):
+        inputs = encode_chat(tokenizer, conversations)
+        expected = model.generate(**inputs, **GREEDY, output_logits=True, return_dict_in_generate=True)
+        got = fast.generate(inputs["input_ids"], inputs["attention_mask"], **GREEDY, output_logits=True,
+                            return_dict_in_generate=True)
+        assert got.sequences.shape == expected.sequences.shape  # the bucket padding is removed again
+        assert torch.equal(got.sequences, expected.sequences)
+        # Not only the argmax: every step's logits (attending to the padding would move them by ~1).
+        for fast_step, plain_step in zip(got.logits, expected.logits, strict=True):
+            torch.testing.assert_close(fast_step, plain_step, atol=1e-4, rtol=0)
+    # The chat-level helpers agree too.
+    assert fast.generate_replies([SHORT, OTHER], max_new_tokens=MAX_NEW_TOKENS, do_sample=False) == \
+        generate_replies(model, tokenizer, [SHORT, OTHER], max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    assert fast.reply(SHORT, max_new_tokens=4, do_sample=False) == \
+        generate_replies(model, tokenizer, [SHORT], max_new_tokens=4, do_sample=False)[0]
+
+
+def test_compiled_decoding_matches_plain_and_buckets_avoid_recompiles(dense_fp32: tuple, clean: None) -> None:
+    """inductor on CPU, fullgraph: same tokens, and a longer prompt in the same bucket compiles nothing new.
+
+    Without buckets the longer prompt needs a longer static cache, new shapes, and so a recompilation (checked
+    with the cheap ``eager`` backend).
+    """
+    model, tokenizer = dense_fp32
+    fast = prepare_fast(model, tokenizer, compile=True)
+    config = fast.compile_config
+    assert config is not None and config.backend == "inductor" and config.fullgraph and config._compile_all_devices
+    assert fast.compiles
+    short, long = (encode_chat(tokenizer, [c]) for c in (SHORT, LONG))
+    assert torch.equal(fast.generate(short["input_ids"], short["attention_mask"], **GREEDY), plain(model, short))
+    assert "_compiled_call" in model.__dict__  # generate took the compiled decoding path
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        got = fast.generate(long["input_ids"], long["attention_mask"], **GREEDY)
+    assert torch.equal(got, plain(model, long))
+
+    # From scratch: after one recompilation dynamo makes the changed size dynamic and stops recompiling for it.
+    torch._dynamo.reset()
+    for name in _GENERATE_STATE:
+        model.__dict__.pop(name, None)
+    eager = CompileConfig(backend="eager", fullgraph=True, mode="default")
+    unbucketed = prepare_fast(model, tokenizer, compile=eager, buckets=None)
+    unbucketed.generate(short["input_ids"], short["attention_mask"], **GREEDY)
+    with torch._dynamo.config.patch(error_on_recompile=True), pytest.raises(Exception, match=r"[Rr]ecompil"):
+        unbucketed.generate(long["input_ids"], long["attention_mask"], **GREEDY)
+
+
+def test_moe_experts_implementations_give_the_same_tokens(moe_fp32: tuple, clean: None) -> None:
+    model, tokenizer = moe_fp32
+    assert model.get_experts_implementation() == {"": "grouped_mm"}
+    inputs = encode_chat(tokenizer, [SHORT, LONG])
+    grouped = plain(model, inputs)
+    model.set_experts_implementation("eager")
+    try:
+        eager = plain(model, inputs)
+        # The fast path switches to grouped_mm for its call (eager experts cannot be captured in one graph) ...
+        aot_eager = CompileConfig(backend="aot_eager", fullgraph=True, mode="default")
+        compiled = prepare_fast(model, tokenizer, compile=aot_eager)
+        fast = compiled.generate(inputs["input_ids"], inputs["attention_mask"], **GREEDY)
+        # ... and back afterwards.
+        assert model.get_experts_implementation() == {"": "eager"}
+    finally:
+        model.set_experts_implementation("grouped_mm")
+    assert torch.equal(grouped, eager)
+    assert torch.equal(fast, eager)
+
+
+def test_fast_path_restores_attention_and_returns_dict_outputs(dense_fp32: tuple, clean: None) -> None:
+    model, tokenizer = dense_fp32
+    assert model.config._attn_implementation == "sdpa"
+    eager = prepare_fast(model, tokenizer, compile=False, attn_implementation="eager")
+    inputs = encode_chat(tokenizer, [SHORT])
+    out = eager.generate(inputs["input_ids"], inputs["attention_mask"], return_dict_in_generate=True,
+                         output_scores=True, **GREEDY)
+    assert model.config._attn_implementation == "sdpa"
+    assert torch.equal(out.sequences, plain(model, inputs))
+    assert len(out.scores) == MAX_NEW_TOKENS
+
+
+def test_compile_choices_and_refusals(dense_fp32: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, tokenizer = dense_fp32
+    assert prepare_fast(model).compile_config is None  # CPU: no compilation unless asked
+    forced = prepare_fast(model, compile=True).compile_config
+    assert forced is not None and forced.mode == "default" and forced._compile_all_devices
+    custom = CompileConfig(backend="aot_eager")
+    chosen = prepare_fast(model, compile=custom)
+    assert chosen.compile_config is not None and chosen.compile_config.backend == "aot_eager"
+    assert custom._compile_all_devices is None  # the caller's config is not modified
+    settings = chosen.generation_config(max_new_tokens=3)
+    assert settings.cache_implementation == "static" and not settings.disable_compile
+    assert settings.max_new_tokens == 3 and model.generation_config.cache_implementation is None
+    monkeypatch.setattr(model, "hf_quantizer", SimpleNamespace(is_compileable=False), raising=False)
+    assert not prepare_fast(model, compile=True).compiles  # bitsandbytes models are not compiled by transformers
+    with pytest.raises(InvalidArgumentError):
+        prepare_fast(model, tokenizer).generate(torch.tensor([[1, 2]]), max_length=8)
+    with pytest.raises(InvalidArgumentError):
+        prepare_fast(model).reply(SHORT)  # no tokenizer
