@@ -97,3 +97,15 @@ def overhead(session: nox.Session) -> None:
     """Time the helpers against raw transformers on the same inputs and print a table of ratios."""
     install(session, "docs")
     session.run("python", "benchmarks/helpers_overhead.py", *session.posargs)
+
+
+@nox.session(venv_params=VENV_PARAMS)
+def benchmark(session: nox.Session) -> None:
+    """Decoding speed, first-token time and peak memory on a CUDA GPU, against the memory-bandwidth roofline.
+
+    Real-size Qwen2-7B, Qwen2-1.5B and Qwen1.5-MoE-A2.7B with random weights (no download); writes
+    benchmarks/results/<gpu>.json for the speed page. Pass arguments after ``--`` (``--help`` lists them;
+    ``--device cpu --tiny`` runs the same code on tiny models, to try it without a GPU).
+    """
+    install(session, "docs,quant")
+    session.run("python", "benchmarks/generation.py", *session.posargs)
