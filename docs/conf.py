@@ -21,7 +21,8 @@ extensions = [
 ]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
-myst_enable_extensions = ["colon_fence", "deflist", "dollarmath", "attrs_inline"]
+# No dollarmath: MathJax would load from a CDN, and the site must read offline (tests/browser checks it).
+myst_enable_extensions = ["colon_fence", "deflist", "attrs_inline"]
 myst_heading_anchors = 3
 
 # Execution: only pages whose code changed re-run; a failing cell or any warning fails the build.
