@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -248,23 +248,6 @@ def plain_generate(model: Any, prompt: Any, **kwargs: Any) -> Any:
     return model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), **kwargs)
 
 
-@contextlib.contextmanager
-def implementations(model: Any, attention: str | None, experts: str | None) -> Iterator[None]:
-    before_attention = model.config._attn_implementation
-    before_experts = model.get_experts_implementation() if experts else None
-    try:
-        if attention:
-            model.set_attn_implementation(attention)
-        if experts:
-            model.set_experts_implementation(experts)
-        yield
-    finally:
-        if attention:
-            model.set_attn_implementation(before_attention)
-        if before_experts is not None:
-            model.set_experts_implementation(before_experts)
-
-
 def _timed(run: Callable[[], Any], device: str) -> tuple[float, Any]:
     synchronize(device)
     start = time.perf_counter()
@@ -362,7 +345,7 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
     import torch
     from transformers import CompileConfig
 
-    from qwen_docs_helpers.fast import prepare_fast
+    from qwen_docs_helpers.fast import prepare_fast, use_implementations
 
     device = settings.device
     config = build_config(model_id, settings.tiny)
@@ -412,7 +395,7 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
             generator_fast = prepare_fast(model, compile=compile_setting) if fast else None
             run: Callable[..., Any] = (generator_fast.generate if generator_fast is not None
                                        else functools.partial(plain_generate, model))
-            with implementations(model, attention, experts):
+            with use_implementations(model, attention, experts):
                 row["attn_implementation"] = "sdpa" if fast else model.config._attn_implementation
                 row["experts_implementation"] = (model.get_experts_implementation().get("")
                                                  if moe and not fast else ("grouped_mm" if moe else None))

@@ -183,24 +183,9 @@ class FastGenerator:
         config.update(**overrides)
         return config
 
-    @contextlib.contextmanager
-    def implementations(self) -> Iterator[None]:
+    def implementations(self) -> contextlib.AbstractContextManager[None]:
         """Switch the model to the fast path's attention and experts implementations, and back afterwards."""
-        model = self.model
-        attention_before = model.config._attn_implementation
-        experts_before = model.get_experts_implementation() if self.experts_implementation else None
-        switch_attention = self.attn_implementation is not None and attention_before != self.attn_implementation
-        try:
-            if switch_attention:
-                model.set_attn_implementation(self.attn_implementation)
-            if self.experts_implementation is not None:
-                model.set_experts_implementation(self.experts_implementation)
-            yield
-        finally:
-            if switch_attention:
-                model.set_attn_implementation(attention_before)
-            if experts_before is not None:
-                model.set_experts_implementation(experts_before)
+        return use_implementations(self.model, self.attn_implementation, self.experts_implementation)
 
     def generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **generate_kwargs: Any
@@ -259,6 +244,25 @@ class FastGenerator:
         """:func:`qwen_docs_helpers.chat.reply` on the fast path."""
         validate_messages(messages)
         return self.generate_replies([messages], max_new_tokens=max_new_tokens, **generate_kwargs)[0]
+
+
+@contextlib.contextmanager
+def use_implementations(model: PreTrainedModel, attention: str | None, experts: str | None) -> Iterator[None]:
+    """Run with these attention and experts implementations (``None``: keep the model's), then switch back."""
+    attention_before = model.config._attn_implementation
+    experts_before = model.get_experts_implementation() if experts else None
+    switch_attention = attention is not None and attention_before != attention
+    try:
+        if switch_attention:
+            model.set_attn_implementation(attention)
+        if experts is not None:
+            model.set_experts_implementation(experts)
+        yield
+    finally:
+        if switch_attention:
+            model.set_attn_implementation(attention_before)
+        if experts_before is not None:
+            model.set_experts_implementation(experts_before)
 
 
 def _has_experts(model: PreTrainedModel) -> bool:
