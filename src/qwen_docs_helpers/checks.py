@@ -56,8 +56,9 @@ def _eos_ids(model: Any) -> set[int]:
 
 def greedy_manual(model: Any, tokenizer: Any, conversations: list[Messages], max_new_tokens: int) -> list[Greedy]:
     """Greedy generation for a (left-padded) batch of conversations, as the Manual tab does it."""
-    texts = tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
+    from .chat import encode_chat  # the Manual tab's steps: template to text, then left-padded tokens
+
+    inputs = encode_chat(tokenizer, conversations).to(model.device)
     with torch.no_grad():
         out = model.generate(
             **inputs, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True, return_dict_in_generate=True
