@@ -84,3 +84,25 @@ def test_env_command_json(standin_hub: dict[str, Path]) -> None:
     facts = json.loads(result.stdout)
     assert facts["accelerator"] == "cpu"
     assert facts["weights"]["Qwen/Qwen2-7B-Instruct"] == "standin"  # the subprocess inherits the test hub
+
+
+def test_peak_memory_is_this_process_peak_and_in_the_stamp() -> None:
+    from qwen_docs_helpers.runtime import PeakMemory
+
+    # A fresh process (no torch) under 1 GiB: after touching 1 GiB its peak must be at least that.
+    probe = (
+        "from qwen_docs_helpers.runtime import peak_memory\n"
+        "before = peak_memory().ram_bytes\n"
+        "ballast = b\"x\" * (2**30)\n"
+        "after = peak_memory()\n"
+        "print(before, after.ram_bytes, after.gpu_bytes)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    before, after, gpu = done.stdout.split()
+    assert int(before) < 2**30 <= int(after) < 2**30 + int(before) + 2**28
+    assert gpu == "None"  # this process never imported torch, so it used no GPU
+    text = PeakMemory(ram_bytes=3 * 2**30, gpu_bytes=47 * 2**30 + 2**29).as_markdown()
+    assert text == "Peak memory of the page's run: **47.5 GiB of GPU memory** and **3.0 GiB of RAM**."
+    runtime = Runtime(device="cpu", accelerator="cpu", python="3.12", versions={}, weights={}, offline=True)
+    assert "**1.0 GiB of RAM**" in runtime.as_markdown(PeakMemory(ram_bytes=2**30, gpu_bytes=None))
+    assert "Peak memory" not in runtime.as_markdown()

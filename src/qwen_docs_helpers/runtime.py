@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import resource
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -73,14 +75,16 @@ class Runtime:
         ]
         return "\n".join(lines)
 
-    def as_markdown(self) -> str:
-        """The page stamp: what ran, and a plain notice when the weights were random stand-ins."""
+    def as_markdown(self, peak: PeakMemory | None = None) -> str:
+        """The page stamp: what ran (and its ``peak`` memory), and a plain notice when the weights were stand-ins."""
         versions = ", ".join(f"{name} {version}" for name, version in self.versions.items() if version)
         weights = "; ".join(f"`{model_id}`: {_WEIGHT_WORDS[source]}" for model_id, source in self.weights.items())
         stamp = (
             f":::{{admonition}} Verified on {self.date}\n:class: qd-stamp\n\n"
             f"Every code cell on this page ran on **{self.device}** ({self.accelerator}) with Python {self.python}, "
-            f"{versions}.\n\nWeights: {weights or 'none loaded'}.\n:::\n"
+            f"{versions}.\n\nWeights: {weights or 'none loaded'}.\n"
+            + (f"\n{peak.as_markdown()}\n" if peak is not None else "")
+            + ":::\n"
         )
         if self.uses_standins:
             stamp += (
@@ -91,6 +95,33 @@ class Runtime:
                 "generated text is random noise**, not what Qwen2 would answer.\n:::\n"
             )
         return stamp
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    """The most memory a process has held so far: resident RAM, and GPU memory allocated by PyTorch (all GPUs)."""
+
+    ram_bytes: int
+    gpu_bytes: int | None  # None where CUDA is not in use
+
+    def as_markdown(self) -> str:
+        parts = [f"**{self.gpu_bytes / 2**30:.1f} GiB of GPU memory**"] if self.gpu_bytes is not None else []
+        parts.append(f"**{self.ram_bytes / 2**30:.1f} GiB of RAM**")
+        return f"Peak memory of the page's run: {' and '.join(parts)}."
+
+
+def peak_memory() -> PeakMemory:
+    """This process's peak memory; for a page's stamp cell, which runs last, that is the page's peak.
+
+    On a GPU runner this says how large a GPU the page needs with the weights it ran on.
+    """
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    ram = rss if sys.platform == "darwin" else rss * 1024
+    torch = sys.modules.get("torch")  # a page that never imported torch used no GPU
+    gpu = None
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        gpu = sum(torch.cuda.max_memory_allocated(index) for index in range(torch.cuda.device_count()))
+    return PeakMemory(ram_bytes=ram, gpu_bytes=gpu)
 
 
 _WEIGHT_WORDS = {"real": "real weights", "standin": "stand-in (random weights)", "missing": "not available"}
@@ -120,7 +151,7 @@ def describe_runtime(model_ids: Iterable[str] | None = None) -> Runtime:
 
 
 def page_stamp(model_ids: Iterable[str]) -> object:
-    """The stamp as a rich Markdown display object, for the hidden first cell of an executed page."""
+    """The stamp as a rich Markdown display object, for the hidden cell that runs last on an executed page."""
     from IPython.display import Markdown
 
-    return Markdown(describe_runtime(model_ids).as_markdown())
+    return Markdown(describe_runtime(model_ids).as_markdown(peak_memory()))
