@@ -6,8 +6,10 @@ import shutil
 from io import StringIO
 from pathlib import Path
 
+import pytest
 from sphinx.testing.util import SphinxTestApp
 
+from qwen_docs_helpers.sphinx import site
 from qwen_docs_helpers.sphinx.exec_cache import repair_cache
 
 ROOT = Path(__file__).parent / "roots" / "sitebuild"
@@ -53,3 +55,18 @@ def test_damaged_records_and_databases_are_repaired(tmp_path: Path) -> None:
     assert list(tmp_path.glob("cache.damaged-*"))  # kept aside for inspection, not deleted
     status, _ = build(srcdir, cache)
     assert "Executed notebook" not in status  # the rebuilt cache serves the next build
+
+
+def test_runtime_key_changes_with_the_helpers_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs cached before a change to qwen_docs_helpers (which the cells run) are not reused after it."""
+    package = tmp_path / "qwen_docs_helpers"
+    (package / "sphinx").mkdir(parents=True)
+    (package / "chat.py").write_text("A = 1\n")
+    (package / "sphinx" / "site.py").write_text("")
+    monkeypatch.setattr(site, "__file__", str(package / "sphinx" / "site.py"))
+    first = site.runtime_key("w=standin")
+    assert site.runtime_key("w=standin") == first  # stable
+    (package / "chat.py").write_text("A = 2\n")
+    second = site.runtime_key("w=standin")
+    assert second != first and second.startswith("cpu-")
+    assert site.runtime_key("w=real") != second  # the weights are part of the key too

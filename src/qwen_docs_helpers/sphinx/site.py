@@ -52,17 +52,28 @@ def prepare_models(app: Sphinx, config: Config) -> None:
         logger.info(f"[qwen-docs] execution cache for this runtime: {config.nb_execution_cache_path}")
 
 
+def helpers_digest() -> str:
+    """A hash of the helper package's code and data, which the pages import and run."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in {".py", ".json"}):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def runtime_key(weights: str) -> str:
-    """A short name for what executes the pages: device, torch and transformers versions, and the weights.
+    """A short name for what executes the pages: device, versions, the helpers' code, and the weights.
 
     The execution cache is keyed on cell code only, so each runtime gets its own cache folder: a GPU runner
-    with real weights never reuses outputs executed on a CPU with stand-ins, and an upgrade re-executes.
+    with real weights never reuses outputs executed on a CPU with stand-ins, and an upgrade of torch or
+    transformers, or any change to qwen_docs_helpers (which the cells call), re-executes every page.
     """
     import torch
     import transformers
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    signature = f"{device}|torch {torch.__version__}|transformers {transformers.__version__}|{weights}"
+    signature = (f"{device}|torch {torch.__version__}|transformers {transformers.__version__}"
+                 f"|helpers {helpers_digest()}|{weights}")
     accelerator = "cuda" if torch.cuda.is_available() else "cpu"
     return f"{accelerator}-{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
 
