@@ -12,10 +12,11 @@ from pathlib import Path
 
 from sphinx.application import Sphinx
 from sphinx.config import Config
+from sphinx.errors import ConfigError
 from sphinx.util import logging
 
 from ..published import known_model_ids
-from ..standins import offline_env, prepare_hub
+from ..standins import find_real_snapshot, offline_env, prepare_hub
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +29,39 @@ QUIET_ENV = {
 }
 
 
+#: ``QWEN_DOCS_WEIGHTS``: which weights the pages run on.
+WEIGHTS_CHOICES = ("auto", "real", "standin")
+
+
+def use_real_weights(choice: str | None, has_cuda: bool) -> bool:
+    """Whether real weights found in the user's hub cache are used: ``auto`` (the default) uses them where a
+    CUDA GPU can run them and not on a CPU (Qwen2-7B in bf16 is 15 GB per copy and minutes per cell there),
+    ``real`` always, ``standin`` never."""
+    choice = (choice or "auto").strip().lower()
+    if choice not in WEIGHTS_CHOICES:
+        raise ConfigError(f"QWEN_DOCS_WEIGHTS={choice!r} is not one of {', '.join(WEIGHTS_CHOICES)}: "
+                          "unset it, or set it to one of those")
+    return choice == "real" or (choice == "auto" and has_cuda)
+
+
 def prepare_models(app: Sphinx, config: Config) -> None:
     """Resolve every model id the site uses, then export the offline environment for the kernel."""
     if not config.qwen_docs_prepare_models:
         return
+    import torch
+
     cache_dir = Path(config.qwen_docs_cache_dir or Path(app.confdir).parent / ".cache" / "qwen-docs")
+    model_ids = config.qwen_docs_models or known_model_ids()
+    use_real = use_real_weights(os.environ.get("QWEN_DOCS_WEIGHTS"), torch.cuda.is_available())
+    if not use_real:
+        unused = [model_id for model_id in model_ids if find_real_snapshot(model_id)]
+        if unused:
+            logger.info(f"[qwen-docs] real weights in your hub cache not used on this build ({', '.join(unused)}): "
+                        "stand-ins on a CPU unless QWEN_DOCS_WEIGHTS=real")
     resolved = prepare_hub(
-        config.qwen_docs_models or known_model_ids(),
+        model_ids,
         cache_dir=cache_dir.resolve(),
+        use_real=use_real,
         progress=lambda line: logger.info(f"[qwen-docs] {line}"),
     )
     os.environ.update(offline_env(cache_dir.resolve()))

@@ -1,0 +1,49 @@
+"""Which weights a build runs on: real ones from the user's hub cache on a GPU, stand-ins on a CPU unless asked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from sphinx.errors import ConfigError
+from test_standins import SMALL_ID, make_real_snapshot  # tests/ is on sys.path (its conftest.py)
+
+from qwen_docs_helpers.sphinx import site
+from qwen_docs_helpers.standins import resolve
+
+
+@pytest.mark.parametrize(
+    ("choice", "has_cuda", "expected"),
+    [(None, True, True), (None, False, False), ("auto", False, False), ("AUTO", True, True),
+     ("real", False, True), ("real", True, True), ("standin", True, False), (" standin ", False, False)],
+)
+def test_choice(choice: str | None, has_cuda: bool, expected: bool) -> None:
+    assert site.use_real_weights(choice, has_cuda) is expected
+
+
+def test_a_bad_choice_is_one_line_that_lists_the_good_ones() -> None:
+    with pytest.raises(ConfigError, match=r"^QWEN_DOCS_WEIGHTS='reel' is not one of auto, real, standin: unset it"):
+        site.use_real_weights("reel", True)
+
+
+@pytest.mark.parametrize(("choice", "expected"), [(None, "standin"), ("real", "real"), ("standin", "standin")])
+def test_a_cpu_build_uses_real_weights_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, choice: str | None, expected: str
+) -> None:
+    user_cache = tmp_path / "user-hub"
+    make_real_snapshot(user_cache, SMALL_ID)
+    monkeypatch.setenv("QWEN_DOCS_REAL_HUB_CACHE", str(user_cache))
+    if choice is None:
+        monkeypatch.delenv("QWEN_DOCS_WEIGHTS", raising=False)
+    else:
+        monkeypatch.setenv("QWEN_DOCS_WEIGHTS", choice)
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # prepare_models exports the offline environment
+    config = SimpleNamespace(qwen_docs_prepare_models=True, qwen_docs_cache_dir=str(tmp_path / "private"),
+                             qwen_docs_models=[SMALL_ID], nb_execution_cache_path="")
+    app = SimpleNamespace(confdir=str(tmp_path), parallel=1)
+    site.prepare_models(app, config)  # type: ignore[arg-type]
+    resolved = resolve(SMALL_ID, tmp_path / "private")
+    assert resolved is not None and resolved.weights == expected
+    assert os.environ["HF_HUB_CACHE"] == str(tmp_path / "private" / "hub")
