@@ -89,7 +89,8 @@ class Runtime:
         if self.uses_standins:
             stamp += (
                 "\n:::{warning}\n:class: qd-standin-notice\n\n"
-                "This build had no access to the real weights, so it ran on **stand-in checkpoints**: tiny models "
+                "This build ran on **stand-in checkpoints** (it had no access to the real weights, or no GPU to run "
+                "them on): tiny models "
                 "with random weights, the real Qwen2 tokenizer, chat template and generation config. The code is "
                 "exactly what runs with the real models, and prompts and token counts are real, but **the "
                 "generated text is random noise**, not what Qwen2 would answer.\n:::\n"
