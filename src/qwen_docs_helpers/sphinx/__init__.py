@@ -4,7 +4,8 @@
 - ``exec_cache``: a damaged execution cache is repaired before pages run;
 - ``nested_cells``: code-cells inside tabs and dropdowns are executed and rendered in place;
 - ``stamp``: each executed page says what it ran on;
-- ``cell_errors``: a failed cell is reported with its page and line;
+- ``dead_kernel``: a kernel that dies while a page runs fails that page, not the build;
+- ``cell_errors``: a failed cell (or one whose kernel died) is reported with its page and line;
 - ``downloads``: each executed page offers its notebook and its Python;
 - ``hf_docstrings``: transformers' Markdown docstrings render as valid reST in the API reference.
 """
@@ -15,10 +16,10 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from . import cell_errors, downloads, exec_cache, hf_docstrings, nested_cells, site, stamp
+from . import cell_errors, dead_kernel, downloads, exec_cache, hf_docstrings, nested_cells, site, stamp
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    for module in (site, exec_cache, nested_cells, stamp, downloads, cell_errors, hf_docstrings):
+    for module in (site, exec_cache, nested_cells, stamp, downloads, dead_kernel, cell_errors, hf_docstrings):
         module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

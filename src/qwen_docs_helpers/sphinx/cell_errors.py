@@ -4,8 +4,10 @@ myst-nb reports a failed execution as "Executing notebook failed: CellExecutionE
 raising, as a Sphinx crash report). The failing cell's traceback is in the doctree, so this transform
 turns each unexpected one into ``page.md:LINE: WARNING: code cell N raised ValueError: ...`` that points
 at the cell in the source file, and the ``-W`` build fails on it. A cell past the timeout is interrupted
-by nbclient and reported as timed out. (A kernel that dies, e.g. out of memory, still ends the build with
-Sphinx's own crash report: nbclient's DeadKernelError escapes myst-nb.)
+by nbclient and reported as timed out; a kernel that dies (out of memory, a crash in native code) is
+reported at the cell that was running (:mod:`~qwen_docs_helpers.sphinx.dead_kernel` keeps the death from
+crashing the build). A page whose execution failed is read and executed again by the next build, so an
+incremental rebuild neither keeps the failure as the page's result nor drops its warning.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Any
 
 from docutils import nodes
 from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
+
+from . import dead_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +31,11 @@ _FAILURES = {
     "CellTimeoutError": "timed out (ran past nb_execution_timeout): make it faster, "
     "or raise the limit (QWEN_DOCS_CELL_TIMEOUT for this site)",
 }
+#: What a dead kernel means, and what to do about it ({code}: what to run).
+_DIED = (
+    "(out of memory? a crash in native code?): run {code} outside Sphinx to see how it dies "
+    "(`dmesg` shows out-of-memory kills), then make it use less memory or avoid the crash"
+)
 #: nbclient's CellExecutionError text quotes the failing cell's source between dashed lines.
 _FAILED_SOURCE = re.compile(r"executing the following cell:\n-+\n(.*?)\n-+\n", re.DOTALL)
 #: The tag with which authors say a cell is meant to raise (myst-nb's own).
@@ -53,6 +63,9 @@ class ReportFailedCells(SphinxTransform):
         data = NbMetadataCollector.get_exec_data(self.env, self.env.docname) or {}
         failure = _FAILURES.get(data.get("error") or "", f"stopped the page with {data.get('error')}")
         cells = list(self.document.findall(_is_code_cell))
+        if data.get("error") == dead_kernel.ENAME:
+            self._report_death(cells, data.get("traceback") or "")
+            return
         for number, cell in enumerate(cells, start=1):
             if EXPECTED_ERROR_TAG in cell.get("cell_metadata", {}).get("tags", []):
                 continue
@@ -68,26 +81,58 @@ class ReportFailedCells(SphinxTransform):
         if data.get("error") == "CellExecutionError":
             self._report_hidden_cell(data.get("traceback") or "")
 
+    def _report_death(self, cells: list[nodes.Element], traceback: str) -> None:
+        """The running cell carries dead_kernel's error output; a hidden one is found in the page source."""
+        marker = f"{dead_kernel.ENAME}: {dead_kernel.EVALUE}"
+        for number, cell in enumerate(cells, start=1):
+            for block in cell.findall(nodes.literal_block):
+                if "traceback" in block.get("classes", []) and error_line(block.astext()) == marker:
+                    self._warn(cell, f"code cell {number}: the kernel died while it ran {_DIED.format(code='it')}")
+                    return
+        line = self._hidden_cell_line(traceback)
+        if line is None:  # it died before the first cell, or the cell is not to be found
+            self._warn_page("the kernel died " + _DIED.format(code="the page's code"), None)
+        else:
+            self._warn_page(f"hidden cell: the kernel died while it ran {_DIED.format(code='it')}", line)
+
     def _report_hidden_cell(self, traceback: str) -> None:
         """A failing ``remove-cell`` cell (a hidden check) is not in the doctree: find it in the page source."""
+        message = f"hidden cell raised {error_line(traceback)} (a check on this page failed)"
+        self._warn_page(message, self._hidden_cell_line(traceback))
+
+    def _hidden_cell_line(self, traceback: str) -> int | None:
+        """The line, in the page source, of the cell that nbclient's error text quotes (None: not found)."""
         source = _FAILED_SOURCE.search(_ANSI.sub("", traceback))
         first = next((line for line in (source.group(1) if source else "").splitlines() if line.strip()), None)
         page = self.env.doc2path(self.env.docname)
         lines = page.read_text(encoding="utf8").splitlines() if first and page.is_file() else []
-        number = (
+        return (
             next((n for n, line in enumerate(lines, start=1) if line.strip() == first.strip()), None) if first else None
         )
-        message = f"hidden cell raised {error_line(traceback)} (a check on this page failed)"
-        if number is None:
-            logger.warning(message, location=self.env.docname, type="qwen_docs", subtype="cell_error")
-        else:
-            logger.warning(message, location=(self.env.docname, number), type="qwen_docs", subtype="cell_error")
+
+    def _warn_page(self, message: str, line: int | None) -> None:
+        location = self.env.docname if line is None else (self.env.docname, line)
+        logger.warning(message, location=location, type="qwen_docs", subtype="cell_error")
 
     @staticmethod
     def _warn(location: nodes.Node, message: str) -> None:
         logger.warning(message, location=location, type="qwen_docs", subtype="cell_error")
 
 
+def retry_failed_pages(
+    app: Sphinx, env: BuildEnvironment, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
+    """Read again the pages whose execution failed: Sphinx would keep them, warnings dropped, as up to date."""
+    from myst_nb.sphinx_ import NbMetadataCollector
+
+    return sorted(
+        docname
+        for docname, data in NbMetadataCollector.get_doc_data(env).items()
+        if (data.get("exec_data") or {}).get("succeeded") is False
+    )
+
+
 def setup(app: Sphinx) -> dict[str, object]:
     app.add_transform(ReportFailedCells)
+    app.connect("env-get-outdated", retry_failed_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,81 @@
+"""A kernel that dies while a page executes fails that page like a failed cell, not the whole build.
+
+When the kernel process dies (out of memory, a crash in native code, ``os._exit``), nbclient raises
+DeadKernelError. Both myst-nb execution modes ("force" and "cache") run pages through jupyter-cache's
+``single_nb_execution``, which catches only CellExecutionError and CellTimeoutError, so the death used to
+escape myst-nb and end the build with Sphinx's crash report. Neither library has a hook in between, so
+``NotebookClient.execute`` is wrapped (the one call both modes go through, and the one that still knows which
+cell was running): the death is re-raised as a CellExecutionError subclass, which jupyter-cache and myst-nb
+then handle as any failed execution (a warning for the page, the traceback in ``reports/``, nothing cached).
+The cell that was running gets an error output saying that the kernel died, which
+:mod:`~qwen_docs_helpers.sphinx.cell_errors` reports at the cell's line; cells after it keep no outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import nbclient.exceptions
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from sphinx.application import Sphinx
+
+#: The error a dead kernel is reported as (myst-nb's execution data records this class name).
+ENAME = "DeadKernelError"
+#: What the running cell's error output says.
+EVALUE = "the kernel died while this cell ran (out of memory? a crash in native code?)"
+
+
+class DeadKernelError(CellExecutionError, nbclient.exceptions.DeadKernelError):
+    """nbclient's DeadKernelError as a failed cell, so that jupyter-cache and myst-nb report it as one."""
+
+
+def running_cell(client: NotebookClient) -> int | None:
+    """Index of the cell nbclient was running: the last one it sent to the kernel (None: it had sent none)."""
+    sent = 0
+    for index, cell in enumerate(client.nb.cells):
+        tags = cell.metadata.get("tags", [])
+        # the cells nbclient sends (NotebookClient.async_execute_cell skips the others)
+        if cell.cell_type == "code" and cell.source.strip() and client.skip_cells_with_tag not in tags:
+            sent += 1
+            if sent == client.code_cells_executed:
+                return index
+    return None
+
+
+def as_cell_failure(client: NotebookClient) -> DeadKernelError:
+    """Mark the notebook of a client whose kernel died, and return the error to raise instead."""
+    index = running_cell(client)
+    if index is None:
+        message = "the kernel died before any cell ran (out of memory? a crash in native code?)"
+        return DeadKernelError(f"{ENAME}: {message}", ENAME, message)
+    output = nbformat.v4.new_output("error", ename=ENAME, evalue=EVALUE, traceback=[f"{ENAME}: {EVALUE}"])
+    cell = client.nb.cells[index]
+    cell.outputs.append(output)
+    for later in client.nb.cells[index + 1 :]:  # nothing after the death ran: no stored outputs claim it did
+        if later.cell_type == "code":
+            later.outputs = []
+            later.execution_count = None
+    return DeadKernelError.from_cell_and_msg(cell, output)
+
+
+def _reporting_death(execute: Any) -> Any:
+    @functools.wraps(execute)
+    def wrapper(self: NotebookClient, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return execute(self, *args, **kwargs)
+        except nbclient.exceptions.DeadKernelError as death:
+            if isinstance(death, DeadKernelError):
+                raise
+            raise as_cell_failure(self) from death
+
+    wrapper.reports_dead_kernel = True
+    return wrapper
+
+
+def setup(app: Sphinx) -> dict[str, object]:
+    if not getattr(NotebookClient.execute, "reports_dead_kernel", False):  # once per process
+        NotebookClient.execute = _reporting_death(NotebookClient.execute)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

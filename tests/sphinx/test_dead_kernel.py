@@ -1,0 +1,136 @@
+"""A kernel that dies while a page runs fails that page, named at its cell, and never the whole build."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from io import StringIO
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbclient.exceptions
+import nbformat
+import pytest
+from docutils import nodes
+from jupyter_cache import get_cache
+from nbclient.exceptions import CellExecutionError
+from sphinx.cmd.build import build_main
+from sphinx.testing.util import SphinxTestApp
+
+from qwen_docs_helpers.sphinx import dead_kernel
+
+ROOT = Path(__file__).parent / "roots" / "dead-kernel"
+DIED = "the kernel died while it ran (out of memory? a crash in native code?): run it outside Sphinx"
+
+
+def build(srcdir: Path, cache: Path, **kwargs: object) -> tuple[SphinxTestApp, str, str]:
+    status, warnings = StringIO(), StringIO()
+    overrides = {"nb_execution_cache_path": str(cache)}
+    app = SphinxTestApp("html", srcdir=srcdir, status=status, warning=warnings, confoverrides=overrides, **kwargs)
+    try:
+        app.build()  # a crash report would be an exception here
+    finally:
+        app.cleanup()
+    return app, status.getvalue(), warnings.getvalue()
+
+
+def cell_span(page: Path, first_line: str) -> range:
+    """The source lines of the cell holding ``first_line``, from its opening fence to its closing one."""
+    lines = page.read_text().splitlines()
+    fence = max(n for n, line in enumerate(lines[: lines.index(first_line)]) if line.startswith("```"))
+    close = next(n for n in range(lines.index(first_line), len(lines)) if lines[n] == "```")
+    return range(fence + 1, close + 2)  # 1-based
+
+
+@pytest.fixture(scope="module")
+def first_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[SphinxTestApp, str, str, Path]:
+    tmp = tmp_path_factory.mktemp("dead-kernel")
+    srcdir, cache = tmp / "src", tmp / "cache"
+    shutil.copytree(ROOT, srcdir)
+    return (*build(srcdir, cache), cache)
+
+
+def test_the_cell_that_was_running_is_named(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
+    app, _, warnings, _ = first_build
+    matches = re.findall(rf"dies\.md:(\d+): WARNING: code cell 2: {re.escape(DIED)}", warnings)
+    assert len(matches) == 1, warnings
+    assert int(matches[0]) in cell_span(ROOT / "dies.md", "os._exit(1)")
+    assert "Executing notebook failed: DeadKernelError" in warnings
+    # the other pages executed as usual: the healthy one fully, the hidden one up to its death
+    assert "healthy page ran" in (app.outdir / "index.html").read_text()
+    assert "index.md" not in warnings
+
+
+def test_a_hidden_cell_is_named_by_its_line(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
+    _, _, warnings, _ = first_build
+    line = (ROOT / "hidden.md").read_text().splitlines().index("# a hidden set-up cell that takes the kernel down") + 1
+    assert re.search(rf"hidden\.md:{line}: WARNING: hidden cell: {re.escape(DIED)}", warnings), warnings
+
+
+def test_the_page_shows_the_death_and_nothing_after_it(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
+    app, _, _, _ = first_build
+    cells = [
+        node for node in app.env.get_doctree("dies").findall(nodes.container) if node.get("nb_element") == "cell_code"
+    ]
+    outputs = [
+        "".join(out.astext() for out in cell.findall(nodes.container) if out.get("nb_element") == "cell_code_output")
+        for cell in cells
+    ]
+    assert "before the death" in outputs[0]
+    assert f"DeadKernelError: {dead_kernel.EVALUE}" in outputs[1]
+    assert outputs[2] == ""  # never ran, and does not pretend to
+
+
+def test_a_rebuild_runs_the_page_again(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
+    app, _, _, cache = first_build
+    assert [Path(record.uri).name for record in get_cache(cache).list_cache_records()] == ["index.md"]
+    _, status, warnings = build(app.srcdir, cache)  # same environment: an incremental build
+    assert "dies.md: Executing notebook" in status and "index.md: Executing notebook" not in status, status
+    assert re.search(rf"dies\.md:\d+: WARNING: code cell 2: {re.escape(DIED)}", warnings), warnings
+    assert [Path(record.uri).name for record in get_cache(cache).list_cache_records()] == ["index.md"]
+
+
+def test_force_mode_in_parallel_fails_the_w_build_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    srcdir = tmp_path / "src"
+    shutil.copytree(ROOT, srcdir)
+    warning_file = tmp_path / "warnings.txt"
+    args = ["-W", "-j", "2", "-q", "-b", "html", "-D", "nb_execution_mode=force", "-w", str(warning_file)]
+    status = build_main([*args, str(srcdir), str(tmp_path / "out")])
+    warnings = warning_file.read_text()
+    assert status == 1, capsys.readouterr().err  # a crash report would be status 2
+    assert re.search(rf"dies\.md:\d+: WARNING: code cell 2: {re.escape(DIED)}", warnings), warnings
+    assert "healthy page ran" in (tmp_path / "out" / "index.html").read_text()
+
+
+def _notebook(*sources: str) -> nbformat.NotebookNode:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_markdown_cell("# Title")]
+    for source in sources:
+        cell = nbformat.v4.new_code_cell(source)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="stored\n")]
+        cell.execution_count = 9
+        notebook.cells.append(cell)
+    return notebook
+
+
+def test_the_running_cell_is_the_last_one_sent() -> None:
+    notebook = _notebook("a = 1", "   ", "b = 2", "c = 3", "d = 4")
+    notebook.cells[3].metadata["tags"] = ["skip-execution"]
+    client = SimpleNamespace(nb=notebook, skip_cells_with_tag="skip-execution", code_cells_executed=0)
+    assert dead_kernel.running_cell(client) is None
+    client.code_cells_executed = 2  # the empty cell and the skipped one were not sent
+    assert dead_kernel.running_cell(client) == 4
+
+    error = dead_kernel.as_cell_failure(client)
+    assert isinstance(error, CellExecutionError) and isinstance(error, nbclient.exceptions.DeadKernelError)
+    assert "c = 3" in str(error) and error.ename == "DeadKernelError"
+    assert notebook.cells[4].outputs[-1]["evalue"] == dead_kernel.EVALUE
+    assert notebook.cells[1].outputs  # cells that ran keep their outputs
+    assert not notebook.cells[5].outputs and notebook.cells[5].execution_count is None  # never ran
+
+
+def test_a_death_before_any_cell_names_none() -> None:
+    client = SimpleNamespace(nb=_notebook("a = 1"), skip_cells_with_tag="skip-execution", code_cells_executed=0)
+    error = dead_kernel.as_cell_failure(client)
+    assert "before any cell ran" in str(error)
+    assert client.nb.cells[1].outputs[0]["text"] == "stored\n"
