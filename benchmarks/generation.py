@@ -282,7 +282,10 @@ def measure(generate: Callable[..., Any], prompt: Any, settings: Settings) -> di
         firsts.append(_timed(first, device)[0])
         fulls.append(_timed(full, device)[0])
     ttft, total = statistics.median(firsts), statistics.median(fulls)
-    decode_s = max(total - ttft, 1e-9)
+    if total <= ttft:  # the decoding time is the difference: noise larger than it gives no speed, not a huge one
+        raise RuntimeError(f"the full run ({total:.3f} s) was not slower than the first token ({ttft:.3f} s): "
+                           "timing noise; use more --new-tokens or --repeats")
+    decode_s = total - ttft
     per_sequence = (new - 1) / decode_s
     return {
         "ttft_s": ttft,
@@ -375,6 +378,8 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
     else:
         compile_setting = CompileConfig(backend=settings.compile_backend, fullgraph=True, mode="default")
     state_dict: dict[str, Any] | None = None
+    generator_fast: Any = None
+    run: Callable[..., Any] | None = None
     for variant, batch in plan(settings):
         counter[0] += 1
         row: dict[str, Any] = {"model": model_id, "variant": variant, "batch": batch,
@@ -393,8 +398,8 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
             experts = "eager" if variant == "eager" and moe else None
             fast = variant == "fast"
             generator_fast = prepare_fast(model, compile=compile_setting) if fast else None
-            run: Callable[..., Any] = (generator_fast.generate if generator_fast is not None
-                                       else functools.partial(plain_generate, model))
+            run = (generator_fast.generate if generator_fast is not None
+                   else functools.partial(plain_generate, model))
             with use_implementations(model, attention, experts):
                 row["attn_implementation"] = "sdpa" if fast else model.config._attn_implementation
                 row["experts_implementation"] = (model.get_experts_implementation().get("")
@@ -428,6 +433,10 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
             row.update({"status": "failed", "error": message})
             log(f"[{counter[0]}/{total}] {short} {variant} batch {batch}: FAILED {message}")
         results.add(row)
+        # Both hold the model, and a compiled one also in a reference cycle (its compiled __call__): without
+        # this, the bf16 model stays on the device through the nf4 row (load and measured peak memory) and
+        # the nf4 model through the int8 load.
+        generator_fast = run = None
         if variant in ("nf4", "int8"):
             model = None
             free(device)
