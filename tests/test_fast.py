@@ -109,6 +109,39 @@ def test_static_cache_and_buckets_match_plain_dense(dense_fp32: tuple, clean: No
         generate_replies(model, tokenizer, [SHORT], max_new_tokens=4, do_sample=False)[0]
 
 
+def test_one_static_cache_per_batch_size_is_emptied_and_reused(dense_fp32: tuple, clean: None) -> None:
+    """Calls of one batch size share one cache (same tensors, so CUDA graphs need not re-record), emptied each time:
+    every call still gives the plain path's tokens, whatever ran before it."""
+    model, tokenizer = dense_fp32
+    fast = prepare_fast(model, tokenizer, compile=False)
+    long, other = (encode_chat(tokenizer, [c]) for c in (LONG, OTHER))
+
+    def run(inputs: Any, new_tokens: int) -> torch.Tensor:
+        got = fast.generate(inputs["input_ids"], inputs["attention_mask"], max_new_tokens=new_tokens, do_sample=False)
+        assert torch.equal(got, model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False))
+        return got
+
+    run(long, MAX_NEW_TOKENS)
+    ((length, cache),) = fast._caches.values()
+    assert length == DEFAULT_BUCKETS[0] + MAX_NEW_TOKENS - 1
+    pointers = [layer.keys.data_ptr() for layer in cache.layers]
+    run(other, MAX_NEW_TOKENS)  # another prompt in the same cache: nothing of the first one is left in it
+    run(long, 3)  # fewer new tokens: the longer cache serves
+    assert fast._caches[1][1] is cache and [layer.keys.data_ptr() for layer in cache.layers] == pointers
+    run(long, MAX_NEW_TOKENS + 5)  # more than it holds: one longer cache replaces it, and is then reused
+    grown = fast._caches[1][1]
+    assert grown is not cache and fast._caches[1][0] == DEFAULT_BUCKETS[0] + MAX_NEW_TOKENS + 4
+    run(other, 2)
+    assert fast._caches[1][1] is grown
+    batch = encode_chat(tokenizer, [SHORT, LONG])
+    run(batch, 4)  # a batch of two has its own cache
+    assert sorted(fast._caches) == [1, 2]
+    fast.clear_caches()
+    assert fast._caches == {}
+    with pytest.raises(InvalidArgumentError, match="brings its own static cache"):
+        fast.generate(long["input_ids"], past_key_values=cache, max_new_tokens=2)
+
+
 def test_compiled_decoding_matches_plain_and_buckets_avoid_recompiles(dense_fp32: tuple, clean: None) -> None:
     """inductor on CPU, fullgraph: same tokens, and a longer prompt in the same bucket compiles nothing new.
 

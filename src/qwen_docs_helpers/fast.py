@@ -4,10 +4,13 @@ Plain ``model.generate`` grows its KV cache token by token and runs every decodi
 Python. For batch-1 decoding on a GPU that launch overhead, not the GPU, is often the limit. transformers 5
 has the pieces to remove it, and :class:`FastGenerator` turns them on together, without hand-written loops:
 
-- ``cache_implementation="static"``: the KV cache is allocated once at its final size, so every decoding step
-  has the same tensor shapes. With a static cache, ``generate`` compiles the *decoding* step itself (the prefill
-  stays eager) with the ``compile_config`` of the generation config; on CPU only when asked
-  (``CompileConfig._compile_all_devices``, what transformers' own tests use).
+- A static KV cache: allocated once at its final size, so every decoding step has the same tensor shapes. With a
+  static cache, ``generate`` compiles the *decoding* step itself (the prefill stays eager) with the
+  ``compile_config`` of the generation config; on CPU only when asked (``CompileConfig._compile_all_devices``,
+  what transformers' own tests use). The generator keeps one ``StaticCache`` per batch size and empties it for
+  the next call, instead of ``cache_implementation="static"``, with which transformers 5 allocates a new cache in
+  every call: new tensor addresses make CUDA graphs re-record at each call, and PyTorch stops using CUDA graphs
+  for the step after 128 re-records (``torch._inductor.config.triton.cudagraph_unexpected_rerecord_limit``).
 - ``attn_implementation="sdpa"`` while the fast path runs: FlashAttention-2 with a static cache is reported
   broken (transformers#32040) and breaks the compiled graph.
 - For Qwen2-MoE, ``experts_implementation="grouped_mm"`` (transformers switches it to ``"batched_mm"`` for the
@@ -35,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers import CompileConfig, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import CompileConfig, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StaticCache
 
 from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
 from .errors import InvalidArgumentError
@@ -156,6 +159,28 @@ class FastGenerator:
         if config is not None and device_type not in COMPILING_DEVICES:
             config._compile_all_devices = True  # transformers' switch for compiling on CPU
         self.compile_config = config
+        #: batch size (sequences in the cache) -> (cache length, the static cache reused by the calls of that size)
+        self._caches: dict[int, tuple[int, StaticCache]] = {}
+
+    def static_cache(self, batch_size: int, length: int) -> StaticCache:
+        """The generator's static cache for ``batch_size`` sequences, emptied, holding at least ``length`` tokens.
+
+        The same cache object (the same tensors, at the same addresses) serves every call of that batch size; it is
+        only replaced by a longer one when a call needs more room, so lengths only grow, as transformers' own
+        ``_previous_max_cache_length`` does for its caches.
+        """
+        held = self._caches.get(batch_size)
+        if held is not None and held[0] >= length:
+            held[1].reset()
+            return held[1]
+        length = max(length, held[0] if held else 0)
+        cache = StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=length)
+        self._caches[batch_size] = (length, cache)
+        return cache
+
+    def clear_caches(self) -> None:
+        """Drop the static caches the generator keeps between calls (their memory is freed with them)."""
+        self._caches.clear()
 
     @property
     def compiles(self) -> bool:
@@ -171,7 +196,10 @@ class FastGenerator:
 
     def generation_config(self, **overrides: Any) -> GenerationConfig:
         """A copy of the model's generation config with the fast path's settings and ``overrides``
-        (generation settings only; others are ignored)."""
+        (generation settings only; others are ignored).
+
+        It asks for ``cache_implementation="static"``, so it also works on its own with ``model.generate``;
+        :meth:`generate` passes its own reused cache instead."""
         config = copy.deepcopy(self.model.generation_config)
         config.cache_implementation = "static"
         if self.compile_config is not None:
@@ -198,6 +226,9 @@ class FastGenerator:
         if "max_length" in generate_kwargs:
             raise InvalidArgumentError("max_length counts the bucket padding on the fast path",
                                        "pass max_new_tokens instead")
+        if "past_key_values" in generate_kwargs:
+            raise InvalidArgumentError("the fast path brings its own static cache",
+                                       "drop past_key_values, or call model.generate to pass a cache")
         added = 0
         if self.buckets is not None:
             input_ids, attention_mask, added = pad_to_bucket(input_ids, attention_mask, self.buckets)
@@ -212,9 +243,15 @@ class FastGenerator:
                 setattr(config, name, neutral)
         if config.pad_token_id is None and self.tokenizer is not None and self.tokenizer.pad_token_id is not None:
             config.pad_token_id = self.tokenizer.pad_token_id
+        # The cache generate would build: (max_length - 1) tokens for max(num_beams, num_return_sequences) copies.
+        length = input_ids.shape[1]
+        max_length = length + config.max_new_tokens if config.max_new_tokens is not None else config.max_length
+        copies = max(config.num_beams or 1, config.num_return_sequences or 1)
+        cache = self.static_cache(input_ids.shape[0] * copies, max(max_length - 1, length))
+        config.cache_implementation = None  # the cache is passed in: generate refuses both
         with self.implementations():
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                         generation_config=config, **others)
+                                         generation_config=config, past_key_values=cache, **others)
         if isinstance(output, torch.Tensor):
             return output[:, added:]
         output.sequences = output.sequences[:, added:]
