@@ -402,8 +402,12 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
                    else functools.partial(plain_generate, model))
             with use_implementations(model, attention, experts):
                 row["attn_implementation"] = "sdpa" if fast else model.config._attn_implementation
-                row["experts_implementation"] = (model.get_experts_implementation().get("")
-                                                 if moe and not fast else ("grouped_mm" if moe else None))
+                experts_used = (model.get_experts_implementation().get("")
+                                if moe and not fast else ("grouped_mm" if moe else None))
+                row["experts_implementation"] = experts_used
+                # generate itself swaps grouped_mm for batched_mm while decoding on GPUs (_optimize_model_for_decode)
+                row["decode_experts_implementation"] = ("batched_mm" if experts_used == "grouped_mm" and device != "cpu"
+                                                        else experts_used)
                 row["compiled"] = bool(generator_fast and generator_fast.compiles)
                 row["compile_backend"] = settings.compile_backend if row["compiled"] else None
                 row["weight_format"] = weight_format

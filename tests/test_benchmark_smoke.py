@@ -213,6 +213,7 @@ def test_tiny_run_results_file(tiny_run: Path) -> None:
     moe = {r["variant"]: r for r in rows if r["model"] == MOE and r["batch"] == 1}
     assert moe["eager"]["experts_implementation"] == "eager"
     assert moe["sdpa"]["experts_implementation"] == moe["fast"]["experts_implementation"] == "grouped_mm"
+    assert moe["sdpa"]["decode_experts_implementation"] == "grouped_mm"  # on CPU generate keeps it for decoding
 
 
 def _generation() -> Any:
