@@ -89,7 +89,9 @@ def test_env_command_json(standin_hub: dict[str, Path]) -> None:
 def test_peak_memory_is_this_process_peak_and_in_the_stamp() -> None:
     from qwen_docs_helpers.runtime import PeakMemory
 
-    # A fresh process (no torch) under 1 GiB: after touching 1 GiB its peak must be at least that.
+    # A fresh process (no torch) under 1 GiB: after touching 1 GiB its peak must be at least that. It is started
+    # from this process holding 1.5 GiB, which must not count as the child's peak (ru_maxrss survives exec).
+    parent_ballast = b"p" * (3 * 2**29)
     probe = (
         "from qwen_docs_helpers.runtime import peak_memory\n"
         "before = peak_memory().ram_bytes\n"
@@ -98,6 +100,7 @@ def test_peak_memory_is_this_process_peak_and_in_the_stamp() -> None:
         "print(before, after.ram_bytes, after.gpu_bytes)\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    del parent_ballast
     before, after, gpu = done.stdout.split()
     assert int(before) < 2**30 <= int(after) < 2**30 + int(before) + 2**28
     assert gpu == "None"  # this process never imported torch, so it used no GPU

@@ -6,6 +6,7 @@ so the description is computed in one place from the live process, never typed b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -111,13 +112,26 @@ class PeakMemory:
         return f"Peak memory of the page's run: {' and '.join(parts)}."
 
 
+def _peak_rss() -> int:
+    """Peak resident bytes of this process's own memory.
+
+    Linux's VmHWM, not ``getrusage``'s ru_maxrss: that one survives exec, so a kernel started from a large
+    process (the Sphinx build, pytest) would report its parent's size as its own peak.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
 def peak_memory() -> PeakMemory:
     """This process's peak memory; for a page's stamp cell, which runs last, that is the page's peak.
 
     On a GPU runner this says how large a GPU the page needs with the weights it ran on.
     """
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    ram = rss if sys.platform == "darwin" else rss * 1024
+    ram = _peak_rss()
     torch = sys.modules.get("torch")  # a page that never imported torch used no GPU
     gpu = None
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
