@@ -22,7 +22,7 @@ has the pieces to remove it, and :class:`FastGenerator` turns them on together, 
 
 The padding changes no token: positions come from the attention mask, masked positions are never attended,
 and the filler token is each row's own first token, so even the repetition penalty (which looks at the
-*set* of tokens in the sequence, padding included) sees the same set. :func:`prepare_fast` is the short way
+*set* of tokens in the sequence, padding included) sees the same set. :obj:`prepare_fast` is the short way
 to get a :class:`FastGenerator`; its ``generate`` takes and returns what ``model.generate`` does (the bucket
 padding is removed from the output), and ``generate_replies`` / ``reply`` mirror
 :mod:`qwen_docs_helpers.chat`. The model is not changed: the attention and experts implementations are
@@ -132,6 +132,8 @@ class FastGenerator:
     - ``attn_implementation``: used while generating (default ``"sdpa"``); ``None`` keeps the model's.
     - ``experts_implementation``: for MoE models, used while generating (default ``"grouped_mm"``); ``None``
       keeps the model's. Ignored for dense models.
+
+    The first call with a new batch size or cache length compiles (tens of seconds); time the calls after it.
     """
 
     def __init__(
@@ -308,18 +310,5 @@ def _has_experts(model: PreTrainedModel) -> bool:
     return bool(can_set and can_set() and any(v is not None for v in model.get_experts_implementation().values()))
 
 
-def prepare_fast(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase | None = None,
-    *,
-    compile: bool | CompileConfig | None = None,
-    buckets: Sequence[int] | None = DEFAULT_BUCKETS,
-    attn_implementation: str | None = "sdpa",
-    experts_implementation: str | None = "grouped_mm",
-) -> FastGenerator:
-    """A :class:`FastGenerator` for ``model`` (and ``tokenizer``, for replies to conversations).
-
-    The first call with a new batch size or cache length compiles (tens of seconds); time the calls after it.
-    """
-    return FastGenerator(model, tokenizer, compile=compile, buckets=buckets,
-                         attn_implementation=attn_implementation, experts_implementation=experts_implementation)
+#: The short way to make a :class:`FastGenerator` (the same class): ``prepare_fast(model, tokenizer)``.
+prepare_fast = FastGenerator
