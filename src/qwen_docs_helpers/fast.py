@@ -175,7 +175,6 @@ class FastGenerator:
         if held is not None and held[0] >= length:
             held[1].reset()
             return held[1]
-        length = max(length, held[0] if held else 0)
         cache = StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=length)
         self._caches[batch_size] = (length, cache)
         return cache
