@@ -70,3 +70,30 @@ def test_runtime_key_changes_with_the_helpers_code(tmp_path: Path, monkeypatch: 
     second = site.runtime_key("w=standin")
     assert second != first and second.startswith("cpu-")
     assert site.runtime_key("w=real") != second  # the weights are part of the key too
+
+
+def _open_cache(path: Path) -> str:
+    from jupyter_cache import get_cache
+
+    try:
+        get_cache(path).list_cache_records()
+    except Exception as error:
+        return type(error).__name__
+    return "ok"
+
+
+def test_a_new_cache_is_created_before_parallel_readers_open_it(tmp_path: Path) -> None:
+    """Two -j readers opening a cache that does not exist yet race on CREATE TABLE ("table settings already exists",
+    about 1 in 5 here); check_cache creates it first, in the main process."""
+    import multiprocessing
+    from types import SimpleNamespace
+
+    from qwen_docs_helpers.sphinx.exec_cache import check_cache
+
+    paths = [tmp_path / f"run{index}" / "cpu-key" for index in range(10)]
+    for path in paths:
+        check_cache(None, SimpleNamespace(nb_execution_mode="cache", nb_execution_cache_path=str(path)))  # type: ignore[arg-type]
+        assert (path / "global.db").is_file()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        outcomes = pool.map(_open_cache, [path for path in paths for _ in range(2)])
+    assert outcomes == ["ok"] * 20

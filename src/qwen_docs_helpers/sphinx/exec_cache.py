@@ -3,7 +3,8 @@
 jupyter-cache keeps executed notebooks in files indexed by an SQLite database. A build killed while
 writing can leave a record whose notebook file is missing or truncated, and a damaged database makes
 every later build crash. Before any page runs, each cached notebook is read back; unreadable records
-are dropped (those pages simply execute again) and an unreadable database is moved aside whole.
+are dropped (those pages simply execute again) and an unreadable database is moved aside whole. A missing
+cache is created before the pages run, so that parallel readers do not race to create it.
 """
 
 from __future__ import annotations
@@ -46,11 +47,24 @@ def repair_cache(path: Path) -> list[str]:
     return done
 
 
+def create_cache(path: Path) -> None:
+    """Create the cache's database now, in the main process, if it does not exist yet.
+
+    Otherwise the parallel readers of a ``-j`` build each create it on their first page and race on
+    ``CREATE TABLE`` (sqlite3 "table settings already exists", a crash of the whole build).
+    """
+    from jupyter_cache import get_cache
+
+    get_cache(path).list_cache_records()  # opening the database creates its tables
+
+
 def check_cache(app: Sphinx, config: Config) -> None:
     if config.nb_execution_mode != "cache" or not config.nb_execution_cache_path:
         return
-    for line in repair_cache(Path(config.nb_execution_cache_path)):
+    path = Path(config.nb_execution_cache_path)
+    for line in repair_cache(path):
         logger.info(f"[qwen-docs] {line}; the affected pages will execute again")
+    create_cache(path)
 
 
 def setup(app: Sphinx) -> dict[str, object]:
