@@ -158,7 +158,7 @@ def test_kv_cache_bytes_match_transformers_caches(model_id: str) -> None:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("bench") / "tiny.json"
     command = [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--output", str(output),
-               "--prompt-tokens", "8", "--new-tokens", "32", "--warmup", "1", "--repeats", "3",
+               "--prompt-tokens", "8", "--new-tokens", "64", "--warmup", "1", "--repeats", "3",
                "--batches", "1", "2", "--compile-backend", "eager"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -175,7 +175,7 @@ def test_tiny_run_results_file(tiny_run: Path) -> None:
     assert prov["commit"] is None or len(prov["commit"]) == 40
     assert {"torch", "transformers", "bitsandbytes"} <= set(prov["versions"])
     assert data["bandwidth"]["measured_bytes_per_s"] > 0 and data["bandwidth"]["spec_bytes_per_s"] is None
-    assert data["settings"]["new_tokens"] == 32
+    assert data["settings"]["new_tokens"] == 64
     for model_id, info in data["models"].items():
         assert info["config"] == "tiny" and info["parameters"] == info["analytic_parameters"], model_id
 
@@ -194,11 +194,11 @@ def test_tiny_run_results_file(tiny_run: Path) -> None:
         assert row["status"] == "ok", (where, row.get("error"))
         assert row["peak_memory_bytes"] is None  # CPU
         assert row["ttft_s"] > 0 and row["total_s"] > row["ttft_s"] and row["decode_tokens_per_s"] > 0
-        assert math.isclose(row["decode_tokens_per_s"], 31 / (row["total_s"] - row["ttft_s"]))
+        assert math.isclose(row["decode_tokens_per_s"], 63 / (row["total_s"] - row["ttft_s"]))
         assert math.isclose(row["throughput_tokens_per_s"], row["batch"] * row["decode_tokens_per_s"])
         config = build_config(row["model"], tiny=True)
         traffic = traffic_per_step(config, weight_format=row["weight_format"], batch=row["batch"],
-                                   context=round(8 + 31 / 2))
+                                   context=round(8 + 63 / 2))
         assert row["bytes_per_step"] == traffic.total and row["kv_bytes_per_step"] == traffic.kv_cache
         assert math.isclose(row["roofline_tokens_per_s"], bandwidth / traffic.total)
         assert math.isclose(row["roofline_share"], row["decode_tokens_per_s"] / row["roofline_tokens_per_s"])
@@ -285,7 +285,7 @@ def test_each_model_is_released_before_the_next_loads(monkeypatch: pytest.Monkey
     monkeypatch.setattr(generation, "random_model", tracked_random_model)
     monkeypatch.setattr(generation, "quantized_model", tracked_quantized_model)
     monkeypatch.setattr(generation, "measure", tracked_measure)
-    settings = generation.Settings("cpu", True, 8, 32, 1, 3, (1,), ("sdpa", "fast", "nf4", "int8"), "eager")
+    settings = generation.Settings("cpu", True, 8, 64, 1, 3, (1,), ("sdpa", "fast", "nf4", "int8"), "eager")
     bandwidth = {"measured_bytes_per_s": 1e9}
     results = generation.Results(tmp_path / "r.json", {"device_name": "cpu", "date": "", "commit": None},
                                  bandwidth, settings)
