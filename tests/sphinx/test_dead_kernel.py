@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import sys
+from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +24,20 @@ from qwen_docs_helpers.sphinx import dead_kernel
 
 ROOT = Path(__file__).parent / "roots" / "dead-kernel"
 DIED = "the kernel died while it ran (out of memory? a crash in native code?): run it outside Sphinx"
+NOT_STARTED = f"{dead_kernel.BEFORE_ANY_CELL}: check that kernel 'dies-at-start' starts"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel_that_dies_at_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The kernel of dies-at-start.md: its process exits at once, as when its Python has no ipykernel."""
+    jupyter_path = tmp_path_factory.mktemp("jupyter")
+    spec = jupyter_path / "kernels" / "dies-at-start" / "kernel.json"
+    spec.parent.mkdir(parents=True)
+    argv = [sys.executable, "-m", "no_such_ipykernel_launcher", "-f", "{connection_file}"]
+    spec.write_text(json.dumps({"argv": argv, "display_name": "Dies at start", "language": "python"}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JUPYTER_PATH", str(jupyter_path))  # read by each kernel manager, forked builds included
+        yield
 
 
 def build(srcdir: Path, cache: Path, **kwargs: object) -> tuple[SphinxTestApp, str, str]:
@@ -81,12 +98,29 @@ def test_the_page_shows_the_death_and_nothing_after_it(first_build: tuple[Sphinx
     assert outputs[2] == ""  # never ran, and does not pretend to
 
 
+def test_a_kernel_that_dies_as_it_starts_fails_its_page(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
+    app, _, warnings, _ = first_build
+    # for the page, not a cell, and not a crash report (first_build would have raised)
+    assert re.search(rf"dies-at-start\.md: WARNING: {re.escape(NOT_STARTED)}", warnings), warnings
+    assert "dies-at-start.md: WARNING: Executing notebook failed: DeadKernelError" in warnings
+    report = (app.outdir / "reports" / "dies-at-start.err.log").read_text()
+    assert dead_kernel.STARTUP_DEATH in report  # jupyter_client's error, kept as the cause
+    cells = [node for node in app.env.get_doctree("dies-at-start").findall(nodes.container)
+             if node.get("nb_element") == "cell_code"]
+    outputs = [node for node in cells[0].findall(nodes.container) if node.get("nb_element") == "cell_code_output"]
+    assert len(cells) == 1 and outputs == []  # it never ran
+    assert "A page whose kernel dies as it starts" in (app.outdir / "dies-at-start.html").read_text()
+    assert "healthy page ran" in (app.outdir / "index.html").read_text()
+
+
 def test_a_rebuild_runs_the_page_again(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
     app, _, _, cache = first_build
     assert [Path(record.uri).name for record in get_cache(cache).list_cache_records()] == ["index.md"]
     _, status, warnings = build(app.srcdir, cache)  # same environment: an incremental build
     assert "dies.md: Executing notebook" in status and "index.md: Executing notebook" not in status, status
     assert re.search(rf"dies\.md:\d+: WARNING: code cell 2: {re.escape(DIED)}", warnings), warnings
+    assert "dies-at-start.md: Executing notebook" in status, status
+    assert re.search(rf"dies-at-start\.md: WARNING: {re.escape(NOT_STARTED)}", warnings), warnings
     assert [Path(record.uri).name for record in get_cache(cache).list_cache_records()] == ["index.md"]
 
 
@@ -99,6 +133,7 @@ def test_force_mode_in_parallel_fails_the_w_build_cleanly(tmp_path: Path, capsys
     warnings = warning_file.read_text()
     assert status == 1, capsys.readouterr().err  # a crash report would be status 2
     assert re.search(rf"dies\.md:\d+: WARNING: code cell 2: {re.escape(DIED)}", warnings), warnings
+    assert re.search(rf"dies-at-start\.md: WARNING: {re.escape(NOT_STARTED)}", warnings), warnings
     assert "healthy page ran" in (tmp_path / "out" / "index.html").read_text()
 
 
@@ -134,3 +169,13 @@ def test_a_death_before_any_cell_names_none() -> None:
     error = dead_kernel.as_cell_failure(client)
     assert "before any cell ran" in str(error)
     assert client.nb.cells[1].outputs[0]["text"] == "stored\n"
+
+
+@pytest.mark.parametrize(
+    ("message", "executed", "expected"),
+    [(dead_kernel.STARTUP_DEATH, 0, True), (dead_kernel.STARTUP_DEATH, 1, False),
+     ("Kernel didn't respond in 60 seconds", 0, False), ("Kernel died", 0, False)],
+)
+def test_only_jupyter_clients_startup_death_counts(message: str, executed: int, expected: bool) -> None:
+    client = SimpleNamespace(code_cells_executed=executed)
+    assert dead_kernel.died_at_startup(client, RuntimeError(message)) is expected

@@ -4,7 +4,7 @@
 - ``exec_cache``: a damaged execution cache is repaired before pages run;
 - ``nested_cells``: code-cells inside tabs and dropdowns are executed and rendered in place;
 - ``stamp``: each executed page says what it ran on;
-- ``dead_kernel``: a kernel that dies while a page runs fails that page, not the build;
+- ``dead_kernel``: a kernel that dies while a page runs, or as it starts, fails that page, not the build;
 - ``cell_errors``: a failed cell (or one whose kernel died) is reported with its page and line;
 - ``downloads``: each executed page offers its notebook and its Python;
 - ``hf_docstrings``: transformers' Markdown docstrings render as valid reST in the API reference.

@@ -5,9 +5,10 @@ raising, as a Sphinx crash report). The failing cell's traceback is in the doctr
 turns each unexpected one into ``page.md:LINE: WARNING: code cell N raised ValueError: ...`` that points
 at the cell in the source file, and the ``-W`` build fails on it. A cell past the timeout is interrupted
 by nbclient and reported as timed out; a kernel that dies (out of memory, a crash in native code) is
-reported at the cell that was running (:mod:`~qwen_docs_helpers.sphinx.dead_kernel` keeps the death from
-crashing the build). A page whose execution failed is read and executed again by the next build, so an
-incremental rebuild neither keeps the failure as the page's result nor drops its warning.
+reported at the cell that was running, and one that died before any cell ran (as it started) for the page
+(:mod:`~qwen_docs_helpers.sphinx.dead_kernel` keeps the death from crashing the build). A page whose
+execution failed is read and executed again by the next build, so an incremental rebuild neither keeps the
+failure as the page's result nor drops its warning.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ _FAILURES = {
 _DIED = (
     "(out of memory? a crash in native code?): run {code} outside Sphinx to see how it dies "
     "(`dmesg` shows out-of-memory kills), then make it use less memory or avoid the crash"
+)
+#: What to check when the kernel died before any cell ran ({kernel}: which kernel the page runs).
+_NOT_STARTED = (
+    "check that {kernel} starts: its own error, if it printed one, is above in the build's output; "
+    "`jupyter kernelspec list` shows where its spec is, and the Python that the spec runs must import ipykernel"
 )
 #: nbclient's CellExecutionError text quotes the failing cell's source between dashed lines.
 _FAILED_SOURCE = re.compile(r"executing the following cell:\n-+\n(.*?)\n-+\n", re.DOTALL)
@@ -89,8 +95,13 @@ class ReportFailedCells(SphinxTransform):
                 if "traceback" in block.get("classes", []) and error_line(block.astext()) == marker:
                     self._warn(cell, f"code cell {number}: the kernel died while it ran {_DIED.format(code='it')}")
                     return
+        if error_line(traceback).endswith(dead_kernel.BEFORE_ANY_CELL):  # most often: it died as it started
+            name = (self.env.metadata.get(self.env.docname, {}).get("kernelspec") or {}).get("name")
+            kernel = f"kernel {name!r}" if name else "the page's kernel"
+            self._warn_page(f"{dead_kernel.BEFORE_ANY_CELL}: {_NOT_STARTED.format(kernel=kernel)}", None)
+            return
         line = self._hidden_cell_line(traceback)
-        if line is None:  # it died before the first cell, or the cell is not to be found
+        if line is None:  # the cell is not to be found
             self._warn_page("the kernel died " + _DIED.format(code="the page's code"), None)
         else:
             self._warn_page(f"hidden cell: the kernel died while it ran {_DIED.format(code='it')}", line)

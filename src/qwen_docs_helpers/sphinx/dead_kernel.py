@@ -1,18 +1,22 @@
 """A kernel that dies while a page executes fails that page like a failed cell, not the whole build.
 
 When the kernel process dies (out of memory, a crash in native code, ``os._exit``), nbclient raises
-DeadKernelError. Both myst-nb execution modes ("force" and "cache") run pages through jupyter-cache's
-``single_nb_execution``, which catches only CellExecutionError and CellTimeoutError, so the death used to
-escape myst-nb and end the build with Sphinx's crash report. Neither library has a hook in between, so
-``NotebookClient.execute`` is wrapped (the one call both modes go through, and the one that still knows which
-cell was running): the death is re-raised as a CellExecutionError subclass, which jupyter-cache and myst-nb
-then handle as any failed execution (a warning for the page, the traceback in ``reports/``, nothing cached).
-The cell that was running gets an error output saying that the kernel died, which
-:mod:`~qwen_docs_helpers.sphinx.cell_errors` reports at the cell's line; cells after it keep no outputs.
+DeadKernelError. When it dies as it starts (its Python cannot import ipykernel, it is killed),
+``NotebookClient.execute`` fails before sending any cell with a plain RuntimeError, "Kernel died before
+replying to kernel_info", raised by jupyter_client's ``KernelClient.wait_for_ready``. Both myst-nb execution modes
+("force" and "cache") run pages through jupyter-cache's ``single_nb_execution``, which catches only
+CellExecutionError and CellTimeoutError, so either death used to escape myst-nb and end the build with
+Sphinx's crash report. Neither library has a hook in between, so ``NotebookClient.execute`` is wrapped (the
+one call both modes go through, and the one that still knows which cell was running): the death is re-raised
+as a CellExecutionError subclass, which jupyter-cache and myst-nb then handle as any failed execution (a
+warning for the page, the traceback in ``reports/``, nothing cached). The cell that was running gets an
+error output saying that the kernel died, which :mod:`~qwen_docs_helpers.sphinx.cell_errors` reports at the
+cell's line; cells after it keep no outputs. A death before any cell ran is reported for the page as such.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 from typing import Any
 
@@ -26,6 +30,10 @@ from sphinx.application import Sphinx
 ENAME = "DeadKernelError"
 #: What the running cell's error output says.
 EVALUE = "the kernel died while this cell ran (out of memory? a crash in native code?)"
+#: What the page's error says when no cell had been sent to the kernel (most often: it died as it started).
+BEFORE_ANY_CELL = "the kernel died before any cell ran"
+#: jupyter_client's error (a plain RuntimeError) for a kernel process that exited while it started.
+STARTUP_DEATH = "Kernel died before replying to kernel_info"
 
 
 class DeadKernelError(CellExecutionError, nbclient.exceptions.DeadKernelError):
@@ -49,8 +57,7 @@ def as_cell_failure(client: NotebookClient) -> DeadKernelError:
     """Mark the notebook of a client whose kernel died, and return the error to raise instead."""
     index = running_cell(client)
     if index is None:
-        message = "the kernel died before any cell ran (out of memory? a crash in native code?)"
-        return DeadKernelError(f"{ENAME}: {message}", ENAME, message)
+        return DeadKernelError(f"{ENAME}: {BEFORE_ANY_CELL}", ENAME, BEFORE_ANY_CELL)
     output = nbformat.v4.new_output("error", ename=ENAME, evalue=EVALUE, traceback=[f"{ENAME}: {EVALUE}"])
     cell = client.nb.cells[index]
     cell.outputs.append(output)
@@ -59,6 +66,11 @@ def as_cell_failure(client: NotebookClient) -> DeadKernelError:
             later.outputs = []
             later.execution_count = None
     return DeadKernelError.from_cell_and_msg(cell, output)
+
+
+def died_at_startup(client: NotebookClient, error: RuntimeError) -> bool:
+    """Whether ``error`` is jupyter_client's report of a kernel that exited before it answered, no cell run."""
+    return str(error) == STARTUP_DEATH and client.code_cells_executed == 0
 
 
 def _reporting_death(execute: Any) -> Any:
@@ -70,6 +82,13 @@ def _reporting_death(execute: Any) -> Any:
             if isinstance(death, DeadKernelError):
                 raise
             raise as_cell_failure(self) from death
+        except RuntimeError as error:
+            if not died_at_startup(self, error):
+                raise
+            # nbclient cleaned up after the failed start but left its at-exit clean-up registered, which
+            # would fail at exit (no kernel manager any more) and keep this client alive until then
+            atexit.unregister(self._cleanup_kernel)
+            raise as_cell_failure(self) from error
 
     wrapper.reports_dead_kernel = True
     return wrapper
