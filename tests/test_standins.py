@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hub_fixtures import SMALL_ID, make_real_snapshot
 
 from qwen_docs_helpers import standins
 from qwen_docs_helpers.published import published_generation_config
@@ -20,7 +21,6 @@ from qwen_docs_helpers.standins import (
     resolve,
 )
 
-SMALL_ID = "Qwen/Qwen2-1.5B-Instruct"  # the smallest stand-in (tied embeddings)
 SEED_PROMPT = [{"role": "user", "content": "Give me a short introduction to large language model."}]
 
 
@@ -111,28 +111,6 @@ def test_stale_standin_version_is_rebuilt(tmp_path: Path) -> None:
         json.loads((rebuilt.snapshot / "config.json").read_text())[STANDIN_MARKER]["version"]
         == standins.STANDIN_VERSION
     )
-
-
-def make_real_snapshot(user_cache: Path, model_id: str, *, safetensors: bool = True) -> Path:
-    """A user's hub-cache entry holding 'real' (unmarked) weights for ``model_id``."""
-    from transformers import AutoModelForCausalLM
-
-    revision = "0" * 40
-    snapshot = user_cache / repo_folder_name(model_id) / "snapshots" / revision
-    config = standins.standin_config(model_id)
-    delattr(config, STANDIN_MARKER)
-    model = AutoModelForCausalLM.from_config(config)
-    if safetensors:
-        model.save_pretrained(snapshot)
-    else:
-        import torch
-
-        snapshot.mkdir(parents=True)
-        config.save_pretrained(snapshot)
-        torch.save(model.state_dict(), snapshot / "pytorch_model.bin")
-    (snapshot.parents[1] / "refs").mkdir(parents=True)
-    (snapshot.parents[1] / "refs" / "main").write_text(revision)
-    return snapshot
 
 
 def test_real_weights_win_and_the_user_cache_is_only_read(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hub_fixtures import SMALL_ID, make_real_snapshot  # tests/ is on sys.path (its conftest.py)
 from sphinx.errors import ConfigError
-from test_standins import SMALL_ID, make_real_snapshot  # tests/ is on sys.path (its conftest.py)
 
 from qwen_docs_helpers.sphinx import site
 from qwen_docs_helpers.standins import resolve
