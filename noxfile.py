@@ -39,7 +39,7 @@ def install(session: nox.Session, extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """Lint, then the unit and Sphinx-extension tests (pass pytest arguments after --)."""
     install(session, "test,docs,quant")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py", "docs/conf.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "tools", "noxfile.py", "docs/conf.py")
     session.run("pytest", "--ignore=tests/browser", *session.posargs)  # those run in the browser session
 
 
