@@ -10,9 +10,9 @@ is written here; downloading stays pip's job.
 Usage (Python 3.11+, the python that has the pinned environment, e.g. ``.nox/docs/bin/python``)::
 
     python tools/offline_kit.py build --target tools/targets/device-image.txt --python-version 3.12 \\
-        --also transformers --cuda 130 --out .whl
-    # on the target, from the checkout:
-    bash tools/offline_run.sh .whl python -m qwen_docs_helpers.sitebuild docs docs/_build
+        --also transformers --skip debugpy --cuda 130 --out .whl
+    # on the target, from a copy of the checkout with .whl/ in it:
+    bash tools/offline_run.sh .whl python3 -m qwen_docs_helpers.sitebuild docs docs/_build
 
 ``check`` (run on the target by offline_run.sh) lists every requirement of the closure that the installed
 packages do not meet, so a missing or wrong wheel fails at once with its name, not minutes into a build.
