@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 PROJECT = "qwen-docs-helpers"
+#: Set by offline_run.sh to the kit in use, so that checks and tests there know what it left out.
+KIT_VARIABLE = "QWEN_DOCS_OFFLINE_KIT"
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 EXTRAS = frozenset({"docs", "quant"})
 #: manylinux tags pip may take for the target; pip matches each exactly.
@@ -210,10 +213,15 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
+def left_out(kit: Path | str | None) -> set[str]:
+    """The packages a kit left out on purpose (none without a kit)."""
+    return set(json.loads((Path(kit) / "kit.json").read_text())["skipped"]) if kit else set()
+
+
 def check(args: argparse.Namespace) -> int:
     """Requirements of the closure that this python's installed packages do not meet."""
     python_version = "{}.{}".format(*sys.version_info)
-    skipped = set(json.loads((args.kit / "kit.json").read_text())["skipped"]) if args.kit else set()
+    skipped = left_out(args.kit)
     problems = []
     for need in closure(python_version, skipped).values():
         for requirement in need.wanted_by:
@@ -224,8 +232,8 @@ def check(args: argparse.Namespace) -> int:
         print(f"offline_kit check: {problem}", file=sys.stderr)
     if problems:
         return 1
-    left_out = f" ({', '.join(sorted(skipped))} left out on purpose)" if skipped else ""
-    print(f"offline_kit check: every package {PROJECT} needs is installed and agrees{left_out}")
+    note = f" ({', '.join(sorted(skipped))} left out on purpose)" if skipped else ""
+    print(f"offline_kit check: every package {PROJECT} needs is installed and agrees{note}")
     return 0
 
 
@@ -241,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--cuda", help="keep only this CUDA's bitsandbytes library, e.g. 130 for torch cu130")
     make.set_defaults(run=build)
     verify = commands.add_parser("check", help="fail if an installed package does not meet a requirement")
-    verify.add_argument("--kit", type=Path, help="the kit folder: its kit.json names the packages left out")
+    verify.add_argument(
+        "--kit", type=Path, default=os.environ.get(KIT_VARIABLE) or None,
+        help=f"the kit folder: its kit.json names the packages left out (default: ${KIT_VARIABLE})",
+    )
     verify.set_defaults(run=check)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -9,7 +9,8 @@ kit=${1:?usage: bash tools/offline_run.sh KIT_DIR COMMAND [ARGS...]}
 shift
 site=${QWEN_DOCS_OFFLINE_SITE:-/tmp/qwen-docs-site}
 python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$kit"/*.whl
+export QWEN_DOCS_OFFLINE_KIT="$(cd "$kit" && pwd)"
 export PYTHONPATH="$PWD/src:$site${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$site/bin:$PATH"
-python3 tools/offline_kit.py check --kit "$kit"
+python3 tools/offline_kit.py check
 exec "$@"
