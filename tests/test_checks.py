@@ -46,6 +46,38 @@ def test_batch_check_accepts_only_near_ties() -> None:
         assert_batch_matches_single([near_tie], [clear])
     with pytest.raises(AssertionError, match="length only"):
         assert_batch_matches_single([Greedy([1, 2], [], [7])], [single])
+    with pytest.raises(AssertionError, match="without logits a near tie cannot be told"):
+        assert_batch_matches_single([near_tie], [Greedy([1, 2, 3], [], [7])])
+
+
+def test_batch_check_compares_logits_up_to_the_departure() -> None:
+    """Same tokens are not enough: logits that moved beyond rounding noise mean a real difference (a wrong mask)."""
+    single = Greedy([1, 2], logits([3, 0, 0], [0, 0, 3]), [7])
+    within_noise = Greedy([1, 2], logits([3, 0.05, 0], [0, 0, 3]), [7])
+    assert "1 identical" in assert_batch_matches_single([within_noise], [single])
+    with pytest.raises(AssertionError, match=r"logits moved by 0.5 at step 1, more than rounding noise \(0.1\)"):
+        assert_batch_matches_single([Greedy([1, 2], logits([3, 0, 0], [0, 0.5, 3]), [7])], [single])
+
+
+def test_batch_check_requires_a_near_tie_in_both_runs() -> None:
+    single = Greedy([0, 1], logits([5, 0, 0], [0, 2.0, 1.95]), [7])
+    flipped = Greedy([0, 2], logits([5, 0, 0], [0, 1.95, 2.0]), [7])  # a tie in both: noise flipped it
+    assert "1 departing" in assert_batch_matches_single([flipped], [single])
+    # each logit moved within noise (0.07, 0.09 <= 0.1), but the batched run's pick won by 0.11: no tie there
+    clear_in_batch = Greedy([0, 2], logits([5, 0, 0], [0, 1.93, 2.04]), [7])
+    with pytest.raises(AssertionError, match=r"the batched run's logits of the two tokens were 0\.11 apart"):
+        assert_batch_matches_single([clear_in_batch], [single], relative=0.0)
+
+
+def test_batch_check_allowance_grows_with_the_logits() -> None:
+    """bf16 rounds logits near 30 in steps of 0.125: a flip one step apart is noise there, not at |logit| ~ 1."""
+    big = Greedy([0, 1], logits([30, 0, 0], [0, 30.0, 29.875]), [7])
+    flipped_big = Greedy([0, 2], logits([30, 0, 0], [0, 29.875, 30.0]), [7])
+    assert "1 departing" in assert_batch_matches_single([flipped_big], [big])  # allowance 0.6 = 2% of 30
+    with pytest.raises(AssertionError, match="more than rounding noise"):
+        assert_batch_matches_single([flipped_big], [big], relative=0.0)  # a fixed 0.1 would call it a failure
+    with pytest.raises(AssertionError, match="moved by 3"):  # 10% of the scale is not rounding
+        assert_batch_matches_single([Greedy([0, 1], logits([30, 3, 0], [0, 30.0, 29.875]), [7])], [big])
 
 
 def test_stream_check() -> None:
