@@ -1,11 +1,14 @@
-"""Publishing the site: a failed build never replaces the last good one."""
+"""Publishing the site: a failed build never replaces the last good one; pages share a GPU one at a time."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from qwen_docs_helpers.sitebuild import build_site
+import pytest
+import torch
+
+from qwen_docs_helpers.sitebuild import JOBS_VARIABLE, build_site, parallel_jobs
 
 ROOT = Path(__file__).parent / "sphinx" / "roots" / "sitebuild"
 
@@ -32,3 +35,25 @@ def test_failed_build_keeps_the_previous_site(tmp_path: Path, capsys) -> None:  
     assert build_site(source, build) == 0
     assert "version 2" in index.read_text()
     assert not (build / "html.failed").exists()
+
+
+def test_pages_execute_one_at_a_time_where_cuda_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On one GPU, pages side by side would each hold their (real, 15 GB) models in its memory."""
+    monkeypatch.delenv(JOBS_VARIABLE, raising=False)
+    assert parallel_jobs(cuda_available=True) == "1"
+    assert parallel_jobs(cuda_available=False) == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert parallel_jobs() == "1"  # asks torch when not told
+
+
+@pytest.mark.parametrize("value", ["2", "auto", " AUTO "])
+def test_jobs_variable_overrides(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(JOBS_VARIABLE, value)
+    assert parallel_jobs(cuda_available=True) == value.strip().lower()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "1.5"])
+def test_bad_jobs_variable_is_one_line_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(JOBS_VARIABLE, value)
+    with pytest.raises(SystemExit, match=f"^{JOBS_VARIABLE}=.* is neither a positive number nor 'auto'"):
+        parallel_jobs(cuda_available=False)

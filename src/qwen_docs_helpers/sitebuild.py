@@ -8,11 +8,33 @@ Sphinx has no such switch itself (it writes pages in place as it goes), hence th
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+#: Overrides how many pages execute at once (sphinx-build's ``-j``: a number or ``auto``).
+JOBS_VARIABLE = "QWEN_DOCS_JOBS"
+
+
+def parallel_jobs(cuda_available: bool | None = None) -> str:
+    """sphinx-build's ``-j``: ``auto`` on a CPU, but 1 where CUDA is available.
+
+    Pages executing side by side on one GPU each hold their models in its memory: with real weights that is
+    tens of GB a page (Qwen2-7B in bf16 is 15 GB a copy), which no single GPU holds for several pages at once.
+    """
+    choice = os.environ.get(JOBS_VARIABLE, "").strip().lower()
+    if choice:
+        if choice != "auto" and not (choice.isdigit() and int(choice) > 0):
+            raise SystemExit(f"{JOBS_VARIABLE}={choice!r} is neither a positive number nor 'auto': unset it or fix it")
+        return choice
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    return "1" if cuda_available else "auto"
 
 
 def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int:
@@ -30,7 +52,7 @@ def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int
         "-b",
         "html",
         "-j",
-        "auto",
+        parallel_jobs(),
         "-d",
         str(build / "doctrees"),
         str(source),
