@@ -85,8 +85,12 @@ def serve(session: nox.Session) -> None:
     """
     install(session, "docs,quant,serve")
     out = BUILD / "serve"
+    # as many pages at once as the docs session runs: one at a time where CUDA is (they would share its memory)
+    jobs = session.run(
+        "python", "-c", "from qwen_docs_helpers.sitebuild import parallel_jobs; print(parallel_jobs())", silent=True
+    )
     session.run(
-        "sphinx-autobuild", "--host", "127.0.0.1", "--port", "8000", "-j", "auto",
+        "sphinx-autobuild", "--host", "127.0.0.1", "--port", "8000", "-j", str(jobs).strip(),
         "-d", str(out / "doctrees"), "--ignore", str(BUILD), "--re-ignore", r"__pycache__|\.ipynb_checkpoints",
         "--watch", str(ROOT / "src" / "qwen_docs_helpers"), str(DOCS), str(out / "html"), *session.posargs,
     )
