@@ -7,7 +7,7 @@ reason when two paths that must agree do not; a failing check fails the docs bui
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,15 +59,22 @@ def _eos_ids(model: Any) -> set[int]:
     return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
 
-def greedy_manual(model: Any, tokenizer: Any, conversations: list[Messages], max_new_tokens: int) -> list[Greedy]:
-    """Greedy generation for a (left-padded) batch of conversations, as the Manual tab does it."""
+def greedy_manual(
+    model: Any, tokenizer: Any, conversations: list[Messages], max_new_tokens: int,
+    generate: Callable[..., Any] | None = None,
+) -> list[Greedy]:
+    """Greedy generation for a (left-padded) batch of conversations, as the Manual tab does it.
+
+    ``generate`` replaces ``model.generate`` (e.g. a fast path's ``FastGenerator.generate``, which takes and
+    returns the same), so that another path is read out exactly as the plain one.
+    """
     from .chat import encode_chat  # the Manual tab's steps: template to text, then left-padded tokens
 
     inputs = encode_chat(tokenizer, conversations).to(model.device)
+    run = model.generate if generate is None else generate
     with torch.no_grad():
-        out = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True, return_dict_in_generate=True
-        )
+        out = run(**inputs, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
+                  return_dict_in_generate=True)
     new = out.sequences[:, inputs.input_ids.shape[1] :]
     eos = _eos_ids(model)
     results = []
