@@ -5,6 +5,7 @@
 - ``nested_cells``: code-cells inside tabs and dropdowns are executed and rendered in place;
 - ``stamp``: each executed page says what it ran on;
 - ``dead_kernel``: a kernel that dies while a page runs, or as it starts, fails that page, not the build;
+- ``streams``: text a cell prints in pieces (``TextStreamer``) renders joined, as a terminal shows it;
 - ``cell_errors``: a failed cell (or one whose kernel died) is reported with its page and line;
 - ``downloads``: each executed page offers its notebook and its Python;
 - ``hf_docstrings``: transformers' Markdown docstrings render as valid reST in the API reference.
@@ -16,10 +17,11 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from . import cell_errors, dead_kernel, downloads, exec_cache, hf_docstrings, nested_cells, site, stamp
+from . import cell_errors, dead_kernel, downloads, exec_cache, hf_docstrings, nested_cells, site, stamp, streams
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    for module in (site, exec_cache, nested_cells, stamp, downloads, dead_kernel, cell_errors, hf_docstrings):
+    modules = (site, exec_cache, nested_cells, stamp, downloads, dead_kernel, cell_errors, hf_docstrings, streams)
+    for module in modules:
         module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
