@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,15 @@ def test_peak_memory_is_this_process_peak_and_in_the_stamp() -> None:
     runtime = Runtime(device="cpu", accelerator="cpu", python="3.12", versions={}, weights={}, offline=True)
     assert "**1.0 GiB of RAM**" in runtime.as_markdown(PeakMemory(ram_bytes=2**30, gpu_bytes=None))
     assert "Peak memory" not in runtime.as_markdown()
+
+
+def test_standins_command_refuses_the_users_own_cache(tmp_path: Path) -> None:
+    from hub_fixtures import SMALL_ID, make_real_snapshot
+
+    home = tmp_path / "hf-home"
+    real = make_real_snapshot(home / "hub", SMALL_ID)
+    env = {key: value for key, value in os.environ.items() if key not in {"HF_HUB_CACHE", "QWEN_DOCS_CACHE"}}
+    result = run_cli("standins", "--cache-dir", str(home), "--model", SMALL_ID, env={**env, "HF_HOME": str(home)})
+    assert result.returncode == 1 and "your own Hugging Face hub cache" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert (real / "model.safetensors").is_file() and "qwen_docs_standin" not in (real / "config.json").read_text()

@@ -12,6 +12,7 @@ import pytest
 from hub_fixtures import SMALL_ID, make_real_snapshot
 
 from qwen_docs_helpers import standins
+from qwen_docs_helpers.errors import InvalidArgumentError
 from qwen_docs_helpers.published import published_generation_config
 from qwen_docs_helpers.standins import (
     STANDIN_MARKER,
@@ -199,3 +200,45 @@ def test_default_cache_is_project_local_not_the_users(monkeypatch: pytest.Monkey
     assert standins.hub_dir() != standins.user_hub_cache()
     monkeypatch.setenv("QWEN_DOCS_CACHE", os.fspath(tmp_path / "elsewhere"))
     assert standins.default_cache_dir() == (tmp_path / "elsewhere").resolve()
+
+
+def test_private_cache_in_the_users_hub_cache_is_refused_and_nothing_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `qwen-docs standins --cache-dir $HF_HOME`: the private hub would be the user's real one.
+    home = tmp_path / "hf-home"
+    make_real_snapshot(home / "hub", SMALL_ID)
+    before = tree_digest(home / "hub")
+    monkeypatch.setenv("HF_HOME", os.fspath(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    with pytest.raises(InvalidArgumentError, match="is your own Hugging Face hub cache") as error:
+        prepare_hub([SMALL_ID], cache_dir=home, progress=quiet)
+    assert "\n" not in str(error.value)
+    assert tree_digest(home / "hub") == before and not (home / "hub" / ".lock").exists()
+
+
+def test_exporting_the_printed_hub_cache_keeps_the_real_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home, private = tmp_path / "hf-home", tmp_path / "private"
+    real = make_real_snapshot(home / "hub", SMALL_ID)
+    before = tree_digest(home / "hub")
+    monkeypatch.setenv("HF_HOME", os.fspath(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    (first,) = prepare_hub([SMALL_ID], cache_dir=private, progress=quiet)
+    monkeypatch.setenv("HF_HUB_CACHE", os.fspath(standins.hub_dir(private)))  # as `qwen-docs standins` advises
+    (again,) = prepare_hub([SMALL_ID], cache_dir=private, progress=quiet)
+    assert first.weights == again.weights == "real" and again.snapshot.resolve() == real.resolve()
+    assert standins.user_hub_cache(standins.hub_dir(private)) == home / "hub"
+    assert tree_digest(home / "hub") == before
+
+
+def test_weights_the_tool_did_not_write_are_never_replaced(tmp_path: Path) -> None:
+    # e.g. `hf download` run while HF_HUB_CACHE pointed at the private cache
+    real = make_real_snapshot(standins.hub_dir(tmp_path), SMALL_ID)
+    before = tree_digest(standins.hub_dir(tmp_path) / repo_folder_name(SMALL_ID))
+    (kept,) = prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", force=True, progress=quiet)
+    assert kept.weights == "real" and kept.snapshot == real
+    with pytest.raises(InvalidArgumentError, match="qwen-docs did not write") as error:
+        prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", use_real=False, progress=quiet)
+    assert "\n" not in str(error.value)
+    assert tree_digest(standins.hub_dir(tmp_path) / repo_folder_name(SMALL_ID)) == before
+    assert not standins.replaceable(real.parents[1])

@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .errors import InvalidArgumentError
 from .published import (
     known_model_ids,
     published_config,
@@ -69,14 +70,32 @@ def hub_dir(cache_dir: Path | None = None) -> Path:
     return (cache_dir or default_cache_dir()) / "hub"
 
 
-def user_hub_cache() -> Path:
-    """The user's own hub cache as huggingface_hub would pick it, ignoring our private one."""
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name the same folder (after ``~`` and links are resolved)."""
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def default_user_hub_caches() -> list[Path]:
+    """Where the user's real hub cache lives when ``HF_HUB_CACHE`` is not set: ``$HF_HOME/hub`` and the default."""
     env = os.environ
-    explicit = env.get("QWEN_DOCS_REAL_HUB_CACHE") or env.get("HF_HUB_CACHE")
-    if explicit:
+    default = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface" / "hub"
+    homes = [Path(env["HF_HOME"]).expanduser() / "hub"] if env.get("HF_HOME") else []
+    return [*homes, default.expanduser()]
+
+
+def user_hub_cache(private: Path | None = None) -> Path:
+    """The user's own hub cache as huggingface_hub would pick it, ignoring our private one.
+
+    ``HF_HUB_CACHE`` is skipped when it is the ``private`` hub (default :func:`hub_dir`), as it is once the
+    user exports what ``qwen-docs standins`` prints; ``$QWEN_DOCS_REAL_HUB_CACHE`` overrides everything.
+    """
+    env = os.environ
+    if env.get("QWEN_DOCS_REAL_HUB_CACHE"):
+        return Path(env["QWEN_DOCS_REAL_HUB_CACHE"]).expanduser()
+    explicit = env.get("HF_HUB_CACHE")
+    if explicit and not _same_folder(Path(explicit), private or hub_dir()):
         return Path(explicit).expanduser()
-    home = env.get("HF_HOME") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
-    return Path(home).expanduser() / "hub"
+    return default_user_hub_caches()[0]
 
 
 def repo_folder_name(model_id: str) -> str:
@@ -157,15 +176,15 @@ def write_standin_snapshot(model_id: str, target: Path, tokenizer: object | None
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    tokenizer = tokenizer or _shared_tokenizer()
+    tok: Any = tokenizer or _shared_tokenizer()
     config = standin_config(model_id)
     torch.manual_seed(_seed(model_id))  # same id, same weights: pages stay stable between builds
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.generation_config = GenerationConfig(**published_generation_config(model_id))
     with _quiet_progress():
         model.save_pretrained(target)
-    tokenizer.eos_token = published_eos_token(model_id)  # type: ignore[attr-defined]
-    tokenizer.save_pretrained(target)  # type: ignore[attr-defined]
+    tok.eos_token = published_eos_token(model_id)
+    tok.save_pretrained(target)
 
 
 @contextlib.contextmanager
@@ -210,6 +229,93 @@ def _replace_atomically(staging: Path, final: Path) -> None:
         shutil.rmtree(trash)
 
 
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack"}
+
+
+def _is_standin_snapshot(snapshot: Path) -> bool:
+    """Whether a snapshot folder's ``config.json`` carries the stand-in marker."""
+    try:
+        return is_standin(json.loads((snapshot / "config.json").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def replaceable(entry: Path) -> bool:
+    """Whether a private-cache entry may be replaced: missing, a link (to real weights), or a folder with no
+    weights but stand-ins (e.g. one left by an older crashed run). Hub downloads (``blobs/``) and any other
+    weights are never replaced, so nothing that this tool did not write is ever deleted."""
+    if entry.is_symlink() or not entry.exists():
+        return True
+    if not entry.is_dir() or any((entry / "blobs").glob("*")):
+        return False
+    ours = {snapshot for snapshot in (entry / "snapshots").glob("*") if _is_standin_snapshot(snapshot)}
+    return not any(path.suffix in _WEIGHT_SUFFIXES and ours.isdisjoint(path.parents) for path in entry.rglob("*"))
+
+
+def _refuse_user_cache(hub: Path, real_cache: Path) -> None:
+    """Refuse a private hub that is the user's own hub cache, where entries would replace real downloads."""
+    for user_hub in (real_cache, user_hub_cache(hub), *default_user_hub_caches()):
+        if _same_folder(hub, user_hub):
+            raise InvalidArgumentError(
+                f"the private cache's hub folder {hub} is your own Hugging Face hub cache",
+                "pass another --cache-dir (or $QWEN_DOCS_CACHE), e.g. ./.cache/qwen-docs: real weights found in "
+                "your cache are linked from there",
+            )
+
+
+def _link_real(real: Path, final: Path, current: Resolved | None) -> None:
+    """Point ``final`` at the user's repo folder holding ``real`` (unless it already does)."""
+    if current and current.weights == "real" and current.snapshot.resolve() == real.resolve():
+        return
+    staging = final.with_name(f".staging-{os.getpid()}-link")
+    staging.symlink_to(real.parent.parent.resolve(), target_is_directory=True)
+    _replace_atomically(staging, final)
+
+
+def _write_standin(model_id: str, final: Path) -> None:
+    """Build a stand-in in a staging folder and rename it into place (nothing half-written is left)."""
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=final.parent))
+    revision = _revision(model_id)
+    try:
+        write_standin_snapshot(model_id, staging / "snapshots" / revision, _shared_tokenizer())
+        (staging / "refs").mkdir()
+        (staging / "refs" / "main").write_text(revision)
+        _replace_atomically(staging, final)
+    except BaseException:  # interrupted or failed: drop the half-written copy, keep the old entry
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _prepare_one(model_id: str, hub: Path, real_cache: Path, use_real: bool, force: bool,
+                 say: Callable[[str], None]) -> Resolved:
+    """Link real weights for ``model_id``, or (re)build its stand-in, or keep what is there; what it resolves to.
+
+    ``say`` reports progress."""
+    final = hub / repo_folder_name(model_id)
+    current = resolve_in_hub(model_id, hub)
+    if not replaceable(final):
+        if use_real and current is not None and current.weights == "real":
+            say(f"{model_id}: real weights already in the private cache at {current.snapshot}, kept")
+            return current
+        raise InvalidArgumentError(
+            f"{final} holds weights qwen-docs did not write (downloaded into the private cache?) and cannot be used",
+            "it is never replaced or deleted: move it into your own hub cache, or pass another --cache-dir",
+        )
+    real = find_real_snapshot(model_id, real_cache) if use_real else None
+    if real is not None:
+        _link_real(real, final, current)
+        say(f"{model_id}: real weights from {real}")
+    elif force or current is None or current.weights != "standin":
+        say(f"{model_id}: building stand-in")
+        _write_standin(model_id, final)
+    else:
+        say(f"{model_id}: stand-in up to date")
+    resolved = resolve_in_hub(model_id, hub)
+    if resolved is None:  # pragma: no cover - would mean the rename above lost data
+        raise RuntimeError(f"{model_id}: private cache entry at {final} is incomplete after writing")
+    return resolved
+
+
 def prepare_hub(
     model_ids: Iterable[str] = DEFAULT_MODEL_IDS,
     *,
@@ -223,46 +329,24 @@ def prepare_hub(
 
     Real weights (a complete safetensors snapshot in the user's cache) are linked, read-only; other ids
     get a stand-in. Entries are built in a staging folder and renamed into place, so an interrupted run
-    leaves no half-written checkpoint behind, and a lock serialises concurrent runs.
+    leaves no half-written checkpoint behind, and a lock serialises concurrent runs. Only links and
+    stand-ins this tool wrote are ever replaced (:func:`replaceable`); a private cache that is the user's
+    own hub cache raises :class:`~qwen_docs_helpers.errors.InvalidArgumentError`.
     """
     model_ids = list(dict.fromkeys(model_ids))
     unknown = [m for m in model_ids if m not in known_model_ids()]
     if unknown:
         raise ValueError(f"no stand-in recipe for {', '.join(unknown)}; known ids: {', '.join(known_model_ids())}")
     hub = hub_dir(cache_dir)
-    real_cache = (real_cache or user_hub_cache()).resolve()
+    real_cache = (real_cache or user_hub_cache(hub)).expanduser().resolve()
+    _refuse_user_cache(hub, real_cache)
     results: list[Resolved] = []
-    tokenizer = None
     with _locked(hub):
         for done, model_id in enumerate(model_ids, start=1):
-            final = hub / repo_folder_name(model_id)
-            real = find_real_snapshot(model_id, real_cache) if use_real and real_cache != hub else None
-            current = resolve(model_id, cache_dir)
-            if real is not None:
-                if not (current and current.weights == "real" and current.snapshot.resolve() == real.resolve()):
-                    staging = hub / f".staging-{os.getpid()}-link"
-                    staging.symlink_to(real.parent.parent.resolve(), target_is_directory=True)
-                    _replace_atomically(staging, final)
-                progress(f"[{done}/{len(model_ids)}] {model_id}: real weights from {real}")
-            elif force or current is None or current.weights != "standin":
-                progress(f"[{done}/{len(model_ids)}] {model_id}: building stand-in")
-                tokenizer = tokenizer or _shared_tokenizer()
-                staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=hub))
-                revision = _revision(model_id)
-                try:
-                    write_standin_snapshot(model_id, staging / "snapshots" / revision, tokenizer)
-                    (staging / "refs").mkdir()
-                    (staging / "refs" / "main").write_text(revision)
-                    _replace_atomically(staging, final)
-                except BaseException:  # interrupted or failed: drop the half-written copy, keep the old entry
-                    shutil.rmtree(staging, ignore_errors=True)
-                    raise
-            else:
-                progress(f"[{done}/{len(model_ids)}] {model_id}: stand-in up to date")
-            resolved = resolve(model_id, cache_dir)
-            if resolved is None:  # pragma: no cover - would mean the rename above lost data
-                raise RuntimeError(f"{model_id}: private cache entry at {final} is incomplete after writing")
-            results.append(resolved)
+            def say(line: str, prefix: str = f"[{done}/{len(model_ids)}] ") -> None:
+                progress(prefix + line)
+
+            results.append(_prepare_one(model_id, hub, real_cache, use_real, force, say))
     return results
 
 
