@@ -195,3 +195,38 @@ def test_invalid_input_is_rejected_before_generating(no_generate: tuple) -> None
         reply(model, tokenizer, [{"role": "user"}])
     with pytest.raises(InvalidArgumentError, match=r"^max_new_tokens is 0"):
         reply(model, tokenizer, CONVERSATIONS[0], max_new_tokens=0)
+
+
+# --- generate arguments the helpers pass on, or refuse ------------------------------------------------------
+
+
+def stop_string_case(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages: list) -> tuple[str, str]:
+    """A stop string from the middle of the greedy reply, and the text model.generate stops at for it."""
+    full = reply(model, tokenizer, messages, max_new_tokens=8, do_sample=False)
+    stop = full[len(full) // 2:].strip()[:1]
+    inputs = encode_chat(tokenizer, [messages])
+    out = model.generate(**inputs, max_new_tokens=8, do_sample=False, stop_strings=[stop], tokenizer=tokenizer)
+    expected = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert stop and stop in expected and len(expected) < len(full), "the stop string stops nothing: vacuous"
+    return stop, expected
+
+
+def test_stop_strings_work_through_the_helpers(dense_fp32: tuple) -> None:
+    model, tokenizer = dense_fp32
+    stop, expected = stop_string_case(model, tokenizer, CONVERSATIONS[0])
+    kwargs = {"max_new_tokens": 8, "do_sample": False, "stop_strings": [stop]}
+    assert reply(model, tokenizer, CONVERSATIONS[0], **kwargs) == expected
+    assert generate_replies(model, tokenizer, CONVERSATIONS[:2], **kwargs)[0] == expected
+    assert reply(model, tokenizer, CONVERSATIONS[0], tokenizer=tokenizer, **kwargs) == expected  # no name clash
+
+
+def test_arguments_the_helpers_would_get_wrong_are_refused(no_generate: tuple) -> None:
+    model, tokenizer = no_generate
+    with pytest.raises(InvalidArgumentError, match=r"^num_return_sequences=3") as caught:
+        reply(model, tokenizer, CONVERSATIONS[0], do_sample=True, num_return_sequences=3)
+    assert "\n" not in str(caught.value) and "model.generate" in caught.value.fix
+    with pytest.raises(InvalidArgumentError, match=r"^num_return_sequences=2"):
+        generate_replies(model, tokenizer, CONVERSATIONS[:2], do_sample=True, num_return_sequences=2)
+    with pytest.raises(InvalidArgumentError, match=r"^max_length") as caught:
+        reply(model, tokenizer, CONVERSATIONS[0], max_length=5)
+    assert "max_new_tokens" in caught.value.fix

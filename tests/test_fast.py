@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import CompileConfig
+from transformers import CompileConfig, GenerationConfig
 
 from qwen_docs_helpers import checks
 from qwen_docs_helpers.chat import encode_chat, generate_replies
@@ -237,3 +237,54 @@ def test_compile_choices_and_refusals(dense_fp32: tuple, monkeypatch: pytest.Mon
         prepare_fast(model, tokenizer).generate(torch.tensor([[1, 2]]), max_length=8)
     with pytest.raises(InvalidArgumentError):
         prepare_fast(model).reply(SHORT)  # no tokenizer
+
+
+def test_min_length_counts_the_prompt_without_its_padding(dense_fp32: tuple, clean: None) -> None:
+    model, tokenizer = dense_fp32
+    inputs = encode_chat(tokenizer, [SHORT])
+    length = inputs["input_ids"].shape[1]
+    first = plain(model, inputs)[0, length].item()
+    # The first greedy token ends the reply, unless min_length holds EOS back for 5 tokens.
+    kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=first, min_length=length + 5)
+    expected = model.generate(**inputs, **kwargs)
+    fast = prepare_fast(model, tokenizer, compile=False)
+    got = fast.generate(inputs["input_ids"], inputs["attention_mask"], **kwargs)
+    assert expected.shape[1] - length > 5 and torch.equal(got, expected)
+
+
+@pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
+def test_without_max_new_tokens_the_lengths_are_plain_generates(dense_fp32: tuple, clean: None) -> None:
+    model, tokenizer = dense_fp32
+    fast = prepare_fast(model, tokenizer, compile=False)
+    inputs = encode_chat(tokenizer, [SHORT])
+    args = (inputs["input_ids"], inputs["attention_mask"])
+    assert torch.equal(fast.generate(*args, do_sample=False), model.generate(**inputs, do_sample=False))
+    limited = GenerationConfig(do_sample=False, max_length=inputs["input_ids"].shape[1] + 6)
+    expected = model.generate(**inputs, generation_config=limited)
+    assert expected.shape[1] == limited.max_length
+    assert torch.equal(fast.generate(*args, generation_config=limited), expected)
+    with pytest.raises(InvalidArgumentError, match="pass max_new_tokens"):
+        fast.generate(*args, generation_config=GenerationConfig(do_sample=False, max_length=3))
+
+
+def test_a_generation_config_and_settings_together(dense_fp32: tuple, clean: None) -> None:
+    model, tokenizer = dense_fp32
+    inputs = encode_chat(tokenizer, [SHORT])
+    config = GenerationConfig(do_sample=False, repetition_penalty=1.3)
+    expected = model.generate(**inputs, generation_config=config, max_new_tokens=5)
+    got = prepare_fast(model, tokenizer, compile=False).generate(inputs["input_ids"], inputs["attention_mask"],
+                                                                 generation_config=config, max_new_tokens=5)
+    assert torch.equal(got, expected) and config.max_new_tokens is None  # the caller's config is not modified
+
+
+def test_stop_strings_on_the_fast_path(dense_fp32: tuple, clean: None) -> None:
+    model, tokenizer = dense_fp32
+    fast = prepare_fast(model, tokenizer, compile=False)
+    full = fast.reply(SHORT, max_new_tokens=8, do_sample=False)
+    stop = full[len(full) // 2:].strip()[:1]
+    kwargs = dict(max_new_tokens=8, do_sample=False, stop_strings=[stop])
+    expected = generate_replies(model, tokenizer, [SHORT, OTHER], **kwargs)
+    assert len(expected[0]) < len(full), "the stop string stops nothing: the test would be vacuous"
+    assert fast.generate_replies([SHORT, OTHER], **kwargs) == expected
+    with pytest.raises(InvalidArgumentError, match=r"^num_return_sequences=2"):
+        fast.generate_replies([SHORT, OTHER], do_sample=True, num_return_sequences=2)

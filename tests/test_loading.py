@@ -148,3 +148,36 @@ def test_pickled_weights_in_the_hub_cache_are_refused(standin_hub: dict[str, Pat
 def test_quantization_must_be_a_preset_or_a_config(standin_hub: dict[str, Path]) -> None:
     with pytest.raises(InvalidArgumentError, match=r"^quantization=4 is not a preset name"):
         load_model(DENSE_ID, quantization=4)  # type: ignore[arg-type]
+
+
+def test_a_folder_without_tokenizer_files_is_refused(standin_hub: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(standin_hub[DENSE_ID], folder)
+    for path in folder.iterdir():
+        if path.name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+            path.unlink()
+    with pytest.raises(ModelNotAvailableError, match=r"^.*no-tokenizer has no tokenizer files") as caught:
+        load_model(folder, device_map="cpu")
+    assert "\n" not in str(caught.value) and "tokenizer.save_pretrained(path)" in caught.value.fix
+
+
+def test_a_mistyped_folder_says_no_such_folder(standin_hub: dict[str, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model("./models/qwen2")
+    error = caught.value
+    assert error.problem == f"no such folder: {tmp_path.resolve() / 'models' / 'qwen2'}"
+    assert "hf download" not in error.fix and "\n" not in str(error)
+
+
+@pytest.mark.parametrize("dtype", ["float17", "int8", torch.int64, 16])
+def test_dtype_must_be_auto_or_a_floating_dtype(standin_hub: dict[str, Path], dtype: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"^dtype=.* is not a torch floating-point dtype") as caught:
+        load_model(DENSE_ID, dtype=dtype, device_map="cpu")  # type: ignore[arg-type]
+    assert "bfloat16" in caught.value.fix and "\n" not in str(caught.value)
+
+
+def test_dtype_by_name_loads(standin_hub: dict[str, Path]) -> None:
+    model, _ = load_model(DENSE_ID, dtype="float32", device_map="cpu")
+    assert model.dtype == torch.float32

@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import StoppingCriteria
 
-from qwen_docs_helpers.chat import reply
+from qwen_docs_helpers.chat import encode_chat, reply
 from qwen_docs_helpers.errors import InvalidArgumentError, StreamTimeoutError
 from qwen_docs_helpers.streaming import ChatStream, stream_reply
 
@@ -124,7 +124,31 @@ def test_arguments_are_checked_before_a_thread_starts(dense_fp32: tuple, baselin
         stream_reply(model, tokenizer, MESSAGES, streamer=object())
     with pytest.raises(InvalidArgumentError, match="timeout"):
         stream_reply(model, tokenizer, MESSAGES, timeout=0)
+    for bad in ("5", True):
+        with pytest.raises(InvalidArgumentError, match=r"^timeout is"):
+            stream_reply(model, tokenizer, MESSAGES, timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=r"^max_length"):
+        stream_reply(model, tokenizer, MESSAGES, max_length=5)
+    with pytest.raises(InvalidArgumentError, match=r"^num_return_sequences"):
+        stream_reply(model, tokenizer, MESSAGES, do_sample=True, num_return_sequences=2)
     assert threading.active_count() == baseline
+
+
+def test_stop_strings_stop_the_stream_as_they_stop_reply(dense_fp32: tuple, baseline: int) -> None:
+    model, tokenizer = dense_fp32
+    full = reply(model, tokenizer, MESSAGES, max_new_tokens=8, **GREEDY)
+    stop = full[len(full) // 2:].strip()[:1]
+    inputs = encode_chat(tokenizer, [MESSAGES])
+    out = model.generate(**inputs, max_new_tokens=8, stop_strings=[stop], tokenizer=tokenizer, **GREEDY)
+    expected = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert stop and len(expected) < len(full), "the stop string stops nothing: the test would be vacuous"
+
+    def consume() -> str:
+        with stream_reply(model, tokenizer, MESSAGES, max_new_tokens=8, stop_strings=[stop], **GREEDY) as stream:
+            return "".join(stream)
+
+    assert within(DEADLINE, consume) == expected
+    wait_for_no_stream_threads()
 
 
 # --- failures reach the consumer ----------------------------------------------------------------------------------

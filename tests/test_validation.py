@@ -9,10 +9,18 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from transformers import GenerationConfig
 
 from qwen_docs_helpers import errors
 from qwen_docs_helpers.errors import InvalidArgumentError, InvalidMessagesError, QwenDocsError
-from qwen_docs_helpers.validation import ROLES, validate_batch, validate_max_new_tokens, validate_messages
+from qwen_docs_helpers.validation import (
+    ROLES,
+    validate_batch,
+    validate_max_new_tokens,
+    validate_messages,
+    validate_reply_kwargs,
+    validate_timeout,
+)
 
 # --- strategies -------------------------------------------------------------------------------------------
 
@@ -178,3 +186,30 @@ def test_errors_keep_the_builtin_bases_callers_catch() -> None:
     assert issubclass(errors.StreamTimeoutError, TimeoutError)
     assert issubclass(errors.InvalidMessagesError, ValueError)
     assert all(issubclass(cls, QwenDocsError) for cls in ERROR_CLASSES)
+
+
+# --- validate_timeout and validate_reply_kwargs ---------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [None, 0.5, 5, 60.0])
+def test_timeouts_are_none_or_positive_numbers(value: Any) -> None:
+    assert validate_timeout(value) == value
+
+
+@pytest.mark.parametrize("value", [0, -1, "5", True, float("nan"), [5]])
+def test_other_timeouts_are_rejected_in_one_line(value: Any) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        validate_timeout(value)
+    assert_one_line(caught.value)
+    assert "timeout" in caught.value.problem
+
+
+@pytest.mark.parametrize("kwargs", [{"max_length": 5}, {"num_return_sequences": 2},
+                                    {"generation_config": GenerationConfig(do_sample=True, num_return_sequences=3)}])
+def test_reply_arguments_the_helpers_would_get_wrong_are_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        validate_reply_kwargs(kwargs)
+    assert_one_line(caught.value)
+
+
+def test_other_reply_arguments_pass() -> None:
+    validate_reply_kwargs({"do_sample": False, "num_return_sequences": 1, "generation_config": GenerationConfig()})

@@ -14,7 +14,7 @@ from typing import Any
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import InvalidArgumentError
-from .validation import validate_batch, validate_max_new_tokens, validate_messages
+from .validation import validate_batch, validate_max_new_tokens, validate_messages, validate_reply_kwargs
 
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "encode_chat", "generate_replies", "reply"]
 
@@ -44,9 +44,11 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conv
 
 def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation],
               max_new_tokens: int, generate_kwargs: dict[str, Any]) -> list[str]:
+    validate_reply_kwargs(generate_kwargs)
     inputs = encode_chat(tokenizer, conversations).to(model.device)
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
         generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    generate_kwargs.setdefault("tokenizer", tokenizer)  # generate needs it for stop_strings
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
     sequences = getattr(output, "sequences", output)  # a GenerateOutput with return_dict_in_generate=True
     new_tokens = sequences[:, inputs["input_ids"].shape[1]:]
@@ -57,15 +59,18 @@ def generate_replies(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     conversations: Sequence[Conversation],
+    /,
     *,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Generate the assistant's next reply for each conversation, in one left-padded batch.
 
-    ``generate_kwargs`` go to ``model.generate`` (e.g. ``do_sample=False``); the model's generation config
-    supplies the rest. Returns the decoded new text of each conversation, special tokens removed.
-    Raises :class:`~qwen_docs_helpers.errors.InvalidMessagesError` for malformed conversations.
+    ``generate_kwargs`` go to ``model.generate`` (e.g. ``do_sample=False``, ``stop_strings=[...]``: the
+    tokenizer is passed along); the model's generation config supplies the rest. Returns one decoded reply
+    per conversation, special tokens removed. Raises :class:`~qwen_docs_helpers.errors.InvalidMessagesError`
+    for malformed conversations, and :class:`~qwen_docs_helpers.errors.InvalidArgumentError` for
+    ``max_length`` (pass ``max_new_tokens``) or ``num_return_sequences`` > 1 (call ``model.generate``).
     """
     validate_batch(conversations)
     return _generate(model, tokenizer, conversations, validate_max_new_tokens(max_new_tokens), generate_kwargs)
@@ -75,6 +80,7 @@ def reply(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     messages: Conversation,
+    /,
     *,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     **generate_kwargs: Any,

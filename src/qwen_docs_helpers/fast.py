@@ -42,7 +42,7 @@ from transformers import CompileConfig, GenerationConfig, PreTrainedModel, PreTr
 
 from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
 from .errors import InvalidArgumentError
-from .validation import validate_batch, validate_max_new_tokens, validate_messages
+from .validation import validate_batch, validate_max_new_tokens, validate_messages, validate_reply_kwargs
 
 __all__ = [
     "COMPILING_DEVICES",
@@ -63,6 +63,8 @@ COMPILING_DEVICES = ("cuda", "xpu", "neuron", "tpu")
 #: from the model's generation config).
 _SAMPLING_NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "epsilon_cutoff": 0.0,
                      "eta_cutoff": 0.0}
+#: transformers' model-agnostic ``max_length``: with none set anywhere, ``generate`` makes this many new tokens.
+_DEFAULT_MAX_LENGTH = 20
 
 
 def _check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
@@ -195,13 +197,13 @@ class FastGenerator:
         devices = set(getattr(self.model, "hf_device_map", {}).values())
         return "disk" not in devices and not ("cpu" in devices and len(devices) > 1)
 
-    def generation_config(self, **overrides: Any) -> GenerationConfig:
-        """A copy of the model's generation config with the fast path's settings and ``overrides``
-        (generation settings only; others are ignored).
+    def generation_config(self, base: GenerationConfig | None = None, /, **overrides: Any) -> GenerationConfig:
+        """A copy of ``base`` (default: the model's generation config) with the fast path's settings and
+        ``overrides`` (generation settings only; others are ignored).
 
         It asks for ``cache_implementation="static"``, so it also works on its own with ``model.generate``;
         :meth:`generate` passes its own reused cache instead."""
-        config = copy.deepcopy(self.model.generation_config)
+        config = copy.deepcopy(base if base is not None else self.model.generation_config)
         config.cache_implementation = "static"
         if self.compile_config is not None:
             config.compile_config = copy.deepcopy(self.compile_config)  # keeps _compile_all_devices
@@ -221,8 +223,9 @@ class FastGenerator:
     ) -> Any:
         """``model.generate`` on the fast path; returns what it returns, without the bucket padding.
 
-        Pass ``max_new_tokens`` (``max_length`` would count the padding). Other keyword arguments override the
-        model's generation config, as with ``model.generate``.
+        Pass ``max_new_tokens`` (a ``max_length`` argument is refused). Other keyword arguments override the
+        model's generation config (or a ``generation_config=`` passed in), as with ``model.generate``; the
+        config's ``max_length`` and ``min_length`` count the prompt without its bucket padding, as they do there.
         """
         if "max_length" in generate_kwargs:
             raise InvalidArgumentError("max_length counts the bucket padding on the fast path",
@@ -235,8 +238,10 @@ class FastGenerator:
             input_ids, attention_mask, added = pad_to_bucket(input_ids, attention_mask, self.buckets)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        config = self.generation_config()
+        config = self.generation_config(generate_kwargs.pop("generation_config", None))
         others = config.update(**generate_kwargs)  # generation settings go into the config, the rest to generate
+        if self.tokenizer is not None:
+            others.setdefault("tokenizer", self.tokenizer)  # generate needs it for stop_strings
         if not config.do_sample:
             # Greedy: the model's sampling settings (Qwen's temperature, top_p, top_k) do nothing; dropping them
             # spares the "generation flags are not valid" warning plain generate(do_sample=False) does not give.
@@ -246,7 +251,7 @@ class FastGenerator:
             config.pad_token_id = self.tokenizer.pad_token_id
         # The cache generate would build: (max_length - 1) tokens for max(num_beams, num_return_sequences) copies.
         length = input_ids.shape[1]
-        max_length = length + config.max_new_tokens if config.max_new_tokens is not None else config.max_length
+        max_length = self._shift_lengths(config, length, added)
         copies = max(config.num_beams or 1, config.num_return_sequences or 1)
         cache = self.static_cache(input_ids.shape[0] * copies, max(max_length - 1, length))
         config.cache_implementation = None  # the cache is passed in: generate refuses both
@@ -257,6 +262,24 @@ class FastGenerator:
             return output[:, added:]
         output.sequences = output.sequences[:, added:]
         return output
+
+    def _shift_lengths(self, config: GenerationConfig, length: int, added: int) -> int:
+        """Move the config's total lengths past the ``added`` padding columns of a ``length``-token batch, so they
+        allow the same new tokens as plain ``generate``; returns the total length generation may reach."""
+        fallback = self.model.generation_config  # what generate fills unset values from
+        min_length = config.min_length if config.min_length is not None else fallback.min_length
+        if min_length:
+            config.min_length = min_length + added
+        if config.max_new_tokens is not None:
+            return length + config.max_new_tokens
+        max_length = config.max_length if config.max_length is not None else fallback.max_length
+        if max_length is None:  # generate's model-agnostic default, in new tokens
+            return length + _DEFAULT_MAX_LENGTH
+        if max_length <= length - added:
+            raise InvalidArgumentError(f"the prompt has {length - added} tokens, not fewer than the generation "
+                                       f"config's max_length={max_length}", "pass max_new_tokens")
+        config.max_length = max_length + added
+        return config.max_length
 
     def _tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:
@@ -270,6 +293,7 @@ class FastGenerator:
     ) -> list[str]:
         """:func:`qwen_docs_helpers.chat.generate_replies` on the fast path."""
         validate_batch(conversations)
+        validate_reply_kwargs(generate_kwargs)
         tokenizer = self._tokenizer()
         inputs = encode_chat(tokenizer, conversations).to(self.model.device)
         output = self.generate(inputs["input_ids"], inputs["attention_mask"],
@@ -287,17 +311,18 @@ class FastGenerator:
 @contextlib.contextmanager
 def use_implementations(model: PreTrainedModel, attention: str | None, experts: str | None) -> Iterator[None]:
     """Run with these attention and experts implementations (``None``: keep the model's), then switch back."""
-    attention_before = model.config._attn_implementation
+    attention_before: str | None = model.config._attn_implementation
     experts_before = model.get_experts_implementation() if experts else None
-    switch_attention = attention is not None and attention_before != attention
+    # A loaded model always records its implementation; without one there would be nothing to switch back to.
+    switch_to = attention if attention_before is not None and attention_before != attention else None
     try:
-        if switch_attention:
-            model.set_attn_implementation(attention)
+        if switch_to is not None:
+            model.set_attn_implementation(switch_to)
         if experts is not None:
             model.set_experts_implementation(experts)
         yield
     finally:
-        if switch_attention:
+        if switch_to is not None and attention_before is not None:
             model.set_attn_implementation(attention_before)
         if experts_before is not None:
             model.set_experts_implementation(experts_before)

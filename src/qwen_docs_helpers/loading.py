@@ -101,15 +101,54 @@ def _require_safetensors(model_id: str) -> None:
         )
 
 
+def _looks_like_path(model_id: str, offline: bool) -> bool:
+    """Whether a missing ``model_id`` was meant as a folder: it starts like a path or has more than one ``/``
+    (offline, also a name without an ``owner/``, which Qwen's hub ids always have)."""
+    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
+        return True
+    return offline and "/" not in model_id
+
+
 def _not_available(model_id: str) -> ModelNotAvailableError | None:
-    """The error for an id missing from the cache in offline mode (``None``: keep transformers' error)."""
-    if not is_offline_mode() or Path(model_id).is_dir():
+    """The error for a missing folder, or an id missing from the cache offline (``None``: keep transformers')."""
+    if Path(model_id).expanduser().is_dir():
+        return None
+    offline = is_offline_mode()
+    if _looks_like_path(model_id, offline):
+        return ModelNotAvailableError(
+            f"no such folder: {Path(model_id).expanduser().resolve()}",
+            "check the path (a relative one starts at the current directory), or pass a hub id such as "
+            "Qwen/Qwen2-7B-Instruct",
+        )
+    if not offline:
         return None
     return ModelNotAvailableError(
         f"{model_id} is not in the Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it",
         f"run `hf download {model_id}` (older: `huggingface-cli download {model_id}`) on a machine with hub "
         "access and copy the cache here, or create stand-ins with `qwen-docs standins`",
     )
+
+
+def _check_dtype(dtype: object) -> str | torch.dtype:
+    """``"auto"`` or a torch floating-point dtype, given as such or by name (``"bfloat16"``)."""
+    if dtype == "auto":
+        return "auto"
+    value = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise InvalidArgumentError(f"dtype={dtype!r} is not a torch floating-point dtype",
+                                   "pass 'auto', torch.bfloat16, torch.float16 or torch.float32 (or a name such "
+                                   "as 'bfloat16')")
+    return value
+
+
+def _require_tokenizer(source: str, tokenizer: PreTrainedTokenizerBase, config: Any) -> None:
+    """Refuse the near-empty tokenizer transformers builds for a folder without tokenizer files."""
+    vocab_size = getattr(config.get_text_config(), "vocab_size", None)
+    if vocab_size and len(tokenizer) < vocab_size // 2:
+        raise ModelNotAvailableError(
+            f"{source} has no tokenizer files (its tokenizer knows {len(tokenizer)} tokens, the model {vocab_size})",
+            "save the tokenizer there too (tokenizer.save_pretrained(path))",
+        )
 
 
 def _quantization_config(
@@ -148,12 +187,15 @@ def load_model(
     - ``quantization`` is a preset of :func:`~qwen_docs_helpers.quantization.bnb_config` (``"nf4"``,
       ``"int8"``; 4-bit compute runs in ``dtype`` when that is a torch dtype, else bfloat16) or a
       ``BitsAndBytesConfig``; :class:`QuantizationUnavailableError` when bitsandbytes cannot run here.
-    - Offline, an id missing from the cache raises :class:`ModelNotAvailableError`.
+    - ``dtype`` is ``"auto"`` (the checkpoint's) or a torch floating-point dtype, or its name.
+    - A missing folder, an id missing from the cache offline, or a folder without tokenizer files raises
+      :class:`ModelNotAvailableError`.
 
     The tokenizer pads on the left (decoder-only batches must end where generation starts); the model is
     returned in eval mode.
     """
     source = os.fspath(model_id)
+    dtype = _check_dtype(dtype)
     attention, warning = _attention_policy(attn_implementation, strict_attention, None)
     if warning:
         warnings.warn(warning, AttentionFallbackWarning, stacklevel=2)
@@ -162,6 +204,7 @@ def load_model(
         _require_safetensors(source)
         quantization_config = _quantization_config(quantization, config.model_type, dtype)
         tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left", trust_remote_code=False)
+        _require_tokenizer(source, tokenizer, config)
         extra: dict[str, Any] = {}
         if attention is not None:
             extra["attn_implementation"] = attention

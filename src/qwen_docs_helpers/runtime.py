@@ -151,7 +151,7 @@ def describe_runtime(model_ids: Iterable[str] | None = None) -> Runtime:
     else:
         device, accelerator = _cpu_name(), "cpu"
     hub = active_hub_cache()
-    weights = {}
+    weights: dict[str, str] = {}
     for model_id in model_ids if model_ids is not None else known_model_ids():
         resolved = resolve_in_hub(model_id, hub)
         weights[model_id] = resolved.weights if resolved else "missing"

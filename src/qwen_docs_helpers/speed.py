@@ -98,6 +98,7 @@ def spec_bandwidth(device_name: str) -> tuple[float, str] | None:
 
 def _linear_bytes(in_features: int, out_features: int, bias: bool, fmt: WeightFormat) -> float:
     weights = in_features * out_features
+    stored: float
     if fmt == "bf16":
         stored = weights * _BF16
     elif fmt == "nf4":  # 4 bits, one 8-bit absmax per block, one float32 per nested block

@@ -26,7 +26,7 @@ from transformers import (
 
 from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
 from .errors import InvalidArgumentError, StreamTimeoutError
-from .validation import validate_max_new_tokens, validate_messages
+from .validation import validate_max_new_tokens, validate_messages, validate_reply_kwargs, validate_timeout
 
 __all__ = ["ChatStream", "StopOnEvent", "stream_reply"]
 
@@ -135,6 +135,7 @@ def stream_reply(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     messages: Conversation,
+    /,
     *,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     timeout: float | None = 60.0,
@@ -143,15 +144,18 @@ def stream_reply(
     """Start generating the reply to ``messages`` in a background thread and return its :class:`ChatStream`.
 
     ``timeout`` bounds the wait for each next piece of text (the first one includes the prompt's prefill);
-    ``None`` waits forever. ``generate_kwargs`` go to ``model.generate``; ``stopping_criteria`` are kept
-    and extended. Use it as ``with stream_reply(...) as stream: for piece in stream: ...``.
+    ``None`` waits forever. ``generate_kwargs`` go to ``model.generate`` with the tokenizer (so ``stop_strings``
+    work); ``stopping_criteria`` are kept and extended; ``max_length`` and ``num_return_sequences`` > 1 are
+    refused as in :func:`~qwen_docs_helpers.chat.reply`. Use it as
+    ``with stream_reply(...) as stream: for piece in stream: ...``.
     """
     validate_messages(messages)
     max_new_tokens = validate_max_new_tokens(max_new_tokens)
     if "streamer" in generate_kwargs:
         raise InvalidArgumentError("stream_reply got a streamer= argument", "drop it: stream_reply makes its own")
-    if timeout is not None and not timeout > 0:
-        raise InvalidArgumentError(f"timeout is {timeout!r}", "pass a positive number of seconds, or None")
+    validate_reply_kwargs(generate_kwargs)
+    timeout = validate_timeout(timeout)
     inputs = encode_chat(tokenizer, [messages]).to(model.device)
-    return ChatStream(model, tokenizer, {**inputs, "max_new_tokens": max_new_tokens, **generate_kwargs},
+    return ChatStream(model, tokenizer,
+                      {**inputs, "max_new_tokens": max_new_tokens, "tokenizer": tokenizer, **generate_kwargs},
                       timeout=timeout)

@@ -14,7 +14,14 @@ from typing import Any
 
 from .errors import InvalidArgumentError, InvalidMessagesError
 
-__all__ = ["ROLES", "validate_batch", "validate_max_new_tokens", "validate_messages"]
+__all__ = [
+    "ROLES",
+    "validate_batch",
+    "validate_max_new_tokens",
+    "validate_messages",
+    "validate_reply_kwargs",
+    "validate_timeout",
+]
 
 #: Roles the Qwen2 ChatML template (and transformers' chat templates in general) understand.
 ROLES = ("system", "user", "assistant", "tool")
@@ -96,3 +103,31 @@ def validate_max_new_tokens(max_new_tokens: Any) -> int:
         raise InvalidArgumentError(f"max_new_tokens is {max_new_tokens}",
                                    "pass a positive number of tokens, e.g. max_new_tokens=512")
     return int(max_new_tokens)
+
+
+def validate_reply_kwargs(generate_kwargs: Mapping[str, Any]) -> None:
+    """Refuse ``generate`` arguments the reply helpers would get silently wrong.
+
+    ``max_length`` (the helpers always pass ``max_new_tokens``, which wins over it) and ``num_return_sequences``
+    above 1, as an argument or in a ``generation_config`` (the helpers return one reply per conversation).
+    Raises :class:`InvalidArgumentError`.
+    """
+    if "max_length" in generate_kwargs:
+        raise InvalidArgumentError("max_length is ignored by the reply helpers (max_new_tokens wins over it)",
+                                   "pass max_new_tokens, the number of tokens to generate, instead")
+    config = generate_kwargs.get("generation_config")
+    sequences = generate_kwargs.get("num_return_sequences", getattr(config, "num_return_sequences", None))
+    if sequences is not None and sequences != 1:
+        raise InvalidArgumentError(f"num_return_sequences={sequences!r}: the reply helpers return one reply per "
+                                   "conversation", "call model.generate for several sequences per prompt, or "
+                                   "call the helper once per sample")
+
+
+def validate_timeout(timeout: Any) -> float | None:
+    """Check that ``timeout`` is ``None`` (wait forever) or a positive number of seconds."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise InvalidArgumentError(f"timeout is {_kind(timeout)} ({timeout!r})",
+                                   "pass a positive number of seconds, e.g. timeout=60, or None to wait forever")
+    return float(timeout)
