@@ -37,6 +37,29 @@ def test_failed_build_keeps_the_previous_site(tmp_path: Path, capsys) -> None:  
     assert not (build / "html.failed").exists()
 
 
+def test_a_warning_fails_every_build_until_it_is_fixed(tmp_path: Path) -> None:
+    """Sphinx saves its environment even when a build fails; the page must not pass as up to date next time."""
+    source, build = tmp_path / "src", tmp_path / "build"
+    shutil.copytree(ROOT, source)
+    page = source / "index.md"
+    page.write_text(page.read_text() + "\n```{no-such-directive}\n```\n")  # warned while reading, not a cell error
+    assert build_site(source, build) != 0
+    assert build_site(source, build) != 0  # unchanged: still failing, not published
+    assert not (build / "html").exists()
+
+
+def test_a_removed_page_leaves_the_site(tmp_path: Path) -> None:
+    source, build = tmp_path / "src", tmp_path / "build"
+    shutil.copytree(ROOT, source)
+    (source / "other.md").write_text("---\norphan: true\n---\n# Other\n")
+    assert build_site(source, build) == 0
+    assert (build / "html" / "other.html").is_file()
+    (source / "other.md").unlink()
+    assert build_site(source, build) == 0
+    assert not (build / "html" / "other.html").exists()
+    assert "version 1" in (build / "html" / "index.html").read_text()  # unchanged pages are still written
+
+
 def test_pages_execute_one_at_a_time_where_cuda_is(monkeypatch: pytest.MonkeyPatch) -> None:
     """On one GPU, pages side by side would each hold their (real, 15 GB) models in its memory."""
     monkeypatch.delenv(JOBS_VARIABLE, raising=False)

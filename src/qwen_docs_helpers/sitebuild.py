@@ -3,6 +3,11 @@
 A failing cell, a failed hidden check or any warning fails ``sphinx-build -W``; the site that was in
 ``html/`` before stays there untouched, and the failed attempt is kept in ``html.failed/`` to inspect.
 Sphinx has no such switch itself (it writes pages in place as it goes), hence this small wrapper.
+
+Every build writes every page into an empty folder (``-a``; reading and executing stay incremental), so a
+page removed from the source is not left behind from an earlier site. After a failed build Sphinx's saved
+environment is dropped: otherwise the next run would count the failed pages as up to date and never repeat
+the warnings that failed them. ``QWEN_DOCS_EXECUTION=force`` also reads every page again (``-E``).
 """
 
 from __future__ import annotations
@@ -40,31 +45,35 @@ def parallel_jobs(cuda_available: bool | None = None) -> str:
 def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int:
     """Run ``sphinx-build -W`` for ``source`` and swap the result into ``build/html`` if it succeeded."""
     html, staging, failed = build / "html", build / "html.staging", build / "html.failed"
+    doctrees = build / "doctrees"
     shutil.rmtree(staging, ignore_errors=True)
-    if html.is_dir():
-        shutil.copytree(html, staging, symlinks=True)  # unchanged pages need not be written again
     command = [
         sys.executable,
         "-m",
         "sphinx",
         "-W",
         "--keep-going",
+        "-a",
+        *(["-E"] if os.environ.get("QWEN_DOCS_EXECUTION") == "force" else []),
         "-b",
         "html",
         "-j",
         parallel_jobs(),
         "-d",
-        str(build / "doctrees"),
+        str(doctrees),
         str(source),
         str(staging),
         *extra_args,
     ]
     status = subprocess.run(command, check=False).returncode
     if status != 0:
+        (doctrees / "environment.pickle").unlink(missing_ok=True)  # the next run reads (and warns) again
         shutil.rmtree(failed, ignore_errors=True)
-        staging.rename(failed)
+        if staging.is_dir():
+            staging.rename(failed)
         where = f"the previous site in {html} is unchanged" if html.is_dir() else f"nothing was published to {html}"
-        print(f"docs build failed (exit {status}); {where}; the failed build is in {failed}", file=sys.stderr)
+        print(f"docs build failed (exit {status}); {where}; the failed build is in {failed} (paths printed above "
+              f"under {staging} are there now, e.g. the tracebacks in {failed / 'reports'})", file=sys.stderr)
         return status
     previous = build / "html.previous"
     shutil.rmtree(previous, ignore_errors=True)
