@@ -72,6 +72,26 @@ def test_runtime_key_changes_with_the_helpers_code(tmp_path: Path, monkeypatch: 
     assert site.runtime_key("w=real") != second  # the weights are part of the key too
 
 
+def test_data_files_the_pages_read_are_part_of_the_key(tmp_path: Path) -> None:
+    """New benchmark results (a file a cell reads, with unchanged code) must re-execute the pages."""
+    docs, results = tmp_path / "docs", tmp_path / "results"
+    (docs / "data" / "sub").mkdir(parents=True)
+    results.mkdir()
+    (docs / "data" / "sub" / "sample.json").write_text("{}")
+    patterns = ["data/**/*", str(results / "*.json")]  # relative to the docs folder, or absolute
+    empty = site.data_digest(docs, patterns)
+    (results / "h100.json").write_text('{"rows": []}')
+    with_results = site.data_digest(docs, patterns)
+    assert with_results != empty and site.data_digest(docs, patterns) == with_results
+    (results / "h100.json").write_text('{"rows": [1]}')
+    assert site.data_digest(docs, patterns) != with_results
+    (docs / "data" / "sub" / "sample.json").write_text('{"a": 1}')  # found recursively
+    changed = site.data_digest(docs, patterns)
+    (results / "notes.txt").write_text("not matched")
+    assert site.data_digest(docs, patterns) == changed
+    assert site.runtime_key("w", data=changed) != site.runtime_key("w", data=empty)
+
+
 def _open_cache(path: Path) -> str:
     from jupyter_cache import get_cache
 

@@ -6,6 +6,7 @@ them and creates stand-ins for the rest, then points the kernel's environment at
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 from pathlib import Path
@@ -73,7 +74,7 @@ def prepare_models(app: Sphinx, config: Config) -> None:
     logger.info(f"[qwen-docs] weights for this build: {summary}")
     if config.nb_execution_cache_path:
         # Outputs cached on one runtime must not be shown as if they ran on another.
-        key = runtime_key(summary)
+        key = runtime_key(summary, data_digest(Path(app.confdir), config.qwen_docs_data_files))
         config.nb_execution_cache_path = str(Path(config.nb_execution_cache_path) / key)
         logger.info(f"[qwen-docs] execution cache for this runtime: {config.nb_execution_cache_path}")
 
@@ -87,19 +88,37 @@ def helpers_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def runtime_key(weights: str) -> str:
-    """A short name for what executes the pages: device, versions, the helpers' code, and the weights.
+def data_digest(confdir: Path, patterns: list[str]) -> str:
+    """A hash of the files the pages read (``qwen_docs_data_files``: globs, relative to the Sphinx source folder
+    or absolute; ``**`` matches folders recursively).
+
+    Cells that read a file (the speed page's benchmark results) show what it held when they ran; the
+    execution cache cannot see a file change, since the cell's code stays the same.
+    """
+    digest = hashlib.sha256()
+    found = {Path(name) for pattern in patterns for name in glob.glob(os.path.join(confdir, pattern), recursive=True)}
+    for path in sorted(path for path in found if path.is_file()):
+        name = os.path.relpath(path, confdir).replace(os.sep, "/")
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def runtime_key(weights: str, data: str = "") -> str:
+    """A short name for what executes the pages: device, versions, the helpers' code, the weights, and the
+    digest of the data files the pages read (:func:`data_digest`).
 
     The execution cache is keyed on cell code only, so each runtime gets its own cache folder: a GPU runner
     with real weights never reuses outputs executed on a CPU with stand-ins, and an upgrade of torch or
-    transformers, or any change to qwen_docs_helpers (which the cells call), re-executes every page.
+    transformers, any change to qwen_docs_helpers (which the cells call), or a changed data file (new
+    benchmark results) re-executes every page. A new cache folder also changes the configuration, so Sphinx
+    reads every page again.
     """
     import torch
     import transformers
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     signature = (f"{device}|torch {torch.__version__}|transformers {transformers.__version__}"
-                 f"|helpers {helpers_digest()}|{weights}")
+                 f"|helpers {helpers_digest()}|{weights}|data {data}")
     accelerator = "cuda" if torch.cuda.is_available() else "cpu"
     return f"{accelerator}-{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
 
@@ -108,5 +127,6 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("qwen_docs_prepare_models", True, "env", bool)
     app.add_config_value("qwen_docs_cache_dir", "", "env", str)
     app.add_config_value("qwen_docs_models", [], "env", list)
+    app.add_config_value("qwen_docs_data_files", [], "env", list)
     app.connect("config-inited", prepare_models)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
