@@ -28,12 +28,18 @@ myst_heading_anchors = 3
 # Execution: only pages whose code changed re-run; a failing cell or any warning fails the build.
 nb_execution_mode = os.environ.get("QWEN_DOCS_EXECUTION", "cache")
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+# Files cells read: a change re-executes the pages (new benchmark results reach the speed page).
+qwen_docs_data_files = [
+    "data/**/*",
+    str(Path(os.environ.get("QWEN_DOCS_BENCHMARK_RESULTS") or DOCS.parent / "benchmarks" / "results") / "*.json"),
+]
 nb_execution_timeout = int(os.environ.get("QWEN_DOCS_CELL_TIMEOUT", "300"))
 nb_execution_raise_on_error = False  # keep going: qwen_docs_helpers names each failed cell with its line
 nb_execution_show_tb = False
 nb_merge_streams = True
 nb_scroll_outputs = True  # long (stand-in) outputs scroll instead of stretching the page
-nb_output_stderr = "warn"  # stray stderr (progress bars, log noise) fails the -W build instead of reaching readers
+nb_output_stderr = "show"  # rendered, and then
+qwen_docs_stderr = "warn"  # stray stderr (progress bars, log noise) fails the -W build, at the cell's line
 nb_render_markdown_format = "myst"
 
 html_theme = "furo"

@@ -237,7 +237,7 @@ def test_pages_without_a_run_offer_nothing(built: Built) -> None:
 
 def test_a_shown_cell_needing_hidden_code_fails_the_build(built: Built) -> None:
     found = re.findall(r"^(\S+):(\d+): WARNING: (.*) \[qwen_docs\.downloads\]$", built.warnings, re.M)
-    assert [(Path(path).name, int(line)) for path, line, _ in found] == [("hidden.md", 19)] * 2
+    assert [(Path(path).name, int(line)) for path, line, _ in found] == [("hidden.md", 17)] * 2  # its fence
     assert ["'math'" in found[0][2], "'secret'" in found[1][2]] == [True, True]
     assert "the one starting 'import math'" in found[0][2]
     assert len(built.warnings.strip().splitlines()) == 2  # nothing else warns: -W passes without hidden.md

@@ -355,7 +355,7 @@ def test_orphan_slots_warn_with_their_page_line_and_fail_w(tmp_path: Path) -> No
     }
     assert {
         (17, "nested_cells.unused"),  # its tab-set dropped the placeholder: the cell stays, with a warning
-        (24, "nested_cells.unused"),  # a slot option with no placeholder
+        (22, "nested_cells.unused"),  # a slot option with no placeholder (at its fence line)
         (27, "nested_cells.missing"),  # a placeholder with no cell
         (30, "ref.doc"),  # found after hoisting, reported at its line in the file
         (33, "nested_cells.options"),  # unreadable options: left nested (and myst-nb warns too)

@@ -5,6 +5,7 @@
 - ``nested_cells``: code-cells inside tabs and dropdowns are executed and rendered in place;
 - ``stamp``: each executed page says what it ran on;
 - ``dead_kernel``: a kernel that dies while a page runs, or as it starts, fails that page, not the build;
+- ``stderr``: a cell that writes to stderr fails the build, at the cell's own line;
 - ``streams``: text a cell prints in pieces (``TextStreamer``) renders joined, as a terminal shows it;
 - ``cell_errors``: a failed cell (or one whose kernel died) is reported with its page and line;
 - ``downloads``: each executed page offers its notebook and its Python;
@@ -17,11 +18,12 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from . import cell_errors, dead_kernel, downloads, exec_cache, hf_docstrings, nested_cells, site, stamp, streams
+from . import cell_errors, dead_kernel, downloads, exec_cache, hf_docstrings, nested_cells, site, stamp, stderr, streams
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    modules = (site, exec_cache, nested_cells, stamp, downloads, dead_kernel, cell_errors, hf_docstrings, streams)
+    modules = (site, exec_cache, nested_cells, stamp, downloads, dead_kernel, cell_errors, hf_docstrings, streams,
+               stderr)
     for module in modules:
         module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -23,6 +23,7 @@ from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
 from . import dead_kernel
+from .stamp import STAMP_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ EXPECTED_ERROR_TAG = "raises-exception"
 
 
 def _is_code_cell(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
+    """A code cell of the page's author: the stamp cell the site adds is not counted ("code cell N")."""
+    return (isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
+            and STAMP_TAG not in node.get("cell_metadata", {}).get("tags", []))
 
 
 def error_line(traceback: str) -> str:

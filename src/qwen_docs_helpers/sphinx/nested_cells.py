@@ -13,10 +13,11 @@ around that in two steps, so authors can write cells where readers expect them:
    placeholder, before sphinx-design turns tabs and dropdowns into HTML (post-transforms).
 
 Line numbers: the transform maps every node of the page back to its line in the file, so warnings
-raised on the doctree (unresolved references, failed cells) name the right line; a hoisted cell gets
-its fence's line. Warnings raised while parsing still see the hoisted text, where lines after a block
-holding cells are shifted. The original line is deliberately not put in the cell metadata:
-jupyter-cache hashes all cell metadata, so an edit above a cell would make the page re-execute.
+raised on the doctree (unresolved references, failed cells, stderr) name the right line, and every code
+cell, nested or not, gets the line of its own opening fence (myst-nb alone puts cells two lines below it).
+Warnings raised while parsing still see the hoisted text, where lines after a block holding cells are
+shifted. The original line is deliberately not put in the cell metadata: jupyter-cache hashes all cell
+metadata, so an edit above a cell would make the page re-execute.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ LITERAL_DIRECTIVES = frozenset(
 )
 _WARNING_TYPE = "nested_cells"
 _ORIGIN_KEY = "qwen_docs_nested_cells_origin"
+_FENCES_KEY = "qwen_docs_cell_fence_lines"
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<marker>`{3,}|:{3,})(?P<info>.*)$")
 _DIRECTIVE_NAME = re.compile(r"\{([^}\s]+)\}")
 _BACKTICKS = re.compile(r" {0,3}(`+)")
@@ -274,6 +276,37 @@ def _restore_lines(document: nodes.document, origin: list[int]) -> None:
             node.line = origin[node.line - 1] + 1
 
 
+def cell_fence_lines(text: str, origin: list[int] | None, config: Any, path: Any = None) -> dict[int, int]:
+    """Notebook cell index -> 1-based line, in the file, of the opening fence of that code cell.
+
+    Reads ``text`` (the page as myst-nb gets it: hoisted, with ``origin`` mapping its lines back) exactly as
+    myst-nb does, and takes its source map: the fence of each cell.
+    """
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    notebook = read_myst_markdown_notebook(text, config=config, add_source_map=True, path=path)
+    lines = {}
+    for index, (cell, start) in enumerate(zip(notebook.cells, notebook.metadata["source_map"], strict=True)):
+        if cell.cell_type == "code":
+            lines[index] = origin[start - 1] + 1 if origin and 0 < start <= len(origin) else start
+    return lines
+
+
+def _set_cell_lines(document: nodes.document, fences: dict[int, int]) -> None:
+    """Give every code cell, and every node inside it, the line of the cell's opening fence."""
+    for cell in document.findall(_is_code_cell):
+        line = fences.get(cell.get("cell_index", -1))
+        if line is None:
+            continue
+        for node in cell.findall(nodes.Element):
+            if node.line is not None or node is cell:
+                node.line = line
+
+
+def _is_code_cell(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
+
+
 class PlaceNestedCells(SphinxTransform):
     """Move each hoisted cell into its slot; warn (so ``-W`` fails) rather than drop anything."""
 
@@ -283,6 +316,9 @@ class PlaceNestedCells(SphinxTransform):
         origin = _current_document(self.env).pop(_ORIGIN_KEY, None)
         if origin:
             _restore_lines(self.document, origin)
+        fences = _current_document(self.env).pop(_FENCES_KEY, None)
+        if fences:
+            _set_cell_lines(self.document, fences)
         slots: dict[str, nested_cell_slot] = {}
         for node in self.document.findall(nested_cell_slot):
             slots.setdefault(node["slot"], node)
@@ -328,17 +364,24 @@ def _hoist_on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
     if not _is_text_notebook(app, docname, source[0]):
         return
     hoisted = hoist_nested_cells(source[0], colon_fences="colon_fence" in app.config.myst_enable_extensions)
-    if hoisted is None:
+    origin = None
+    if hoisted is not None:
+        for line, message in hoisted.problems:
+            logger.warning(
+                message,
+                location=(docname, line + 1),
+                type=_WARNING_TYPE,
+                subtype="options",
+            )
+        source[0] = hoisted.text
+        origin = hoisted.origin
+        _current_document(app.env)[_ORIGIN_KEY] = origin
+    try:
+        fences = cell_fence_lines(source[0], origin, getattr(app.env, "myst_config", None),
+                                  path=app.env.doc2path(docname))
+    except Exception:  # myst-nb reports a page it cannot read itself; the lines stay its own then
         return
-    for line, message in hoisted.problems:
-        logger.warning(
-            message,
-            location=(docname, line + 1),
-            type=_WARNING_TYPE,
-            subtype="options",
-        )
-    source[0] = hoisted.text
-    _current_document(app.env)[_ORIGIN_KEY] = hoisted.origin
+    _current_document(app.env)[_FENCES_KEY] = fences
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
