@@ -117,3 +117,13 @@ def test_a_new_cache_is_created_before_parallel_readers_open_it(tmp_path: Path) 
     with multiprocessing.get_context("fork").Pool(2) as pool:
         outcomes = pool.map(_open_cache, [path for path in paths for _ in range(2)])
     assert outcomes == ["ok"] * 20
+
+
+def test_kernels_get_a_private_quiet_ipython_directory(tmp_path: Path) -> None:
+    """The maintainer's IPython startup files must not run in the pages; ipykernel's TCP notice stays out."""
+    folder = site.kernel_profile(tmp_path / "ipython")
+    config = folder / "profile_default" / "ipython_kernel_config.py"
+    assert 'c.IPKernelApp.log_level = "ERROR"' in config.read_text()
+    config.write_text("c.IPKernelApp.log_level = 'DEBUG'\n")  # rewritten on the next build
+    site.kernel_profile(tmp_path / "ipython")
+    assert config.read_text() == site.KERNEL_CONFIG

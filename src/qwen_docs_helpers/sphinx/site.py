@@ -67,6 +67,7 @@ def prepare_models(app: Sphinx, config: Config) -> None:
     )
     os.environ.update(offline_env(cache_dir.resolve()))
     os.environ.update(QUIET_ENV)
+    os.environ["IPYTHONDIR"] = str(kernel_profile(cache_dir.resolve() / "ipython"))
     if app.parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
         # one kernel per parallel reader: torch's default threads per kernel would oversubscribe the cores
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // app.parallel))
@@ -86,6 +87,25 @@ def helpers_digest() -> str:
     for path in sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in {".py", ".json"}):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+#: The kernels' own settings (``ipython_kernel_config.py`` of the build's IPython directory).
+KERNEL_CONFIG = """\
+# Written by qwen-docs for the kernels that execute the pages; rewritten on every build.
+# ipykernel warns on every start that its local TCP sockets are unencrypted: build noise, not a page problem.
+c.IPKernelApp.log_level = "ERROR"
+"""
+
+
+def kernel_profile(folder: Path) -> Path:
+    """A build-private IPython directory for the kernels (``IPYTHONDIR``): the maintainer's own IPython startup
+    files and settings do not run in the pages, and the kernels start quietly (:data:`KERNEL_CONFIG`)."""
+    profile = folder / "profile_default"
+    profile.mkdir(parents=True, exist_ok=True)
+    config = profile / "ipython_kernel_config.py"
+    if not config.is_file() or config.read_text() != KERNEL_CONFIG:
+        config.write_text(KERNEL_CONFIG)
+    return folder
 
 
 def data_digest(confdir: Path, patterns: list[str]) -> str:
