@@ -8,17 +8,27 @@ For each model it measures, with a forced output length (no end-of-sequence toke
   the eager experts loop), batch 1;
 - ``sdpa``: plain ``generate`` with the defaults (SDPA attention; MoE: grouped_mm experts), each batch size;
 - ``fast``: :func:`qwen_docs_helpers.fast.prepare_fast` (static cache, compiled decoding, bucket padding),
-  each batch size;
+  each batch size, each compiled into its own static-shape graph (``dynamic=False``) in its warm-up;
 - ``nf4`` / ``int8``: the site's bitsandbytes presets, quantized from the same weights, batch 1.
 
 Each row gets warm-up runs, then the median of ``--repeats`` timed runs: time to first token (``generate``
-with one new token) and the full run, whose difference gives the decoding speed. Each row also gets the bytes
-one decoding step reads (:func:`qwen_docs_helpers.speed.traffic_per_step`, at the mean context length of the
-run) and its share of the roofline, the measured copy bandwidth divided by those bytes.
+with one new token) and the full run, whose difference gives the decoding speed; ``torch._dynamo``'s counters
+check that no timed run compiled. Each row also gets the bytes one decoding step reads
+(:func:`qwen_docs_helpers.speed.traffic_per_step`, at the mean context length of the run) and its share of the
+roofline: the measured memory bandwidth divided by those bytes. The bandwidth is the larger of a read-only
+pass (``sum`` of a large tensor) and a device-to-device copy (bytes read + written), each timed after a
+warm-up over at least ~200 iterations and a second; each row records the figure it used.
 
-Results go to ``benchmarks/results/<gpu>.json`` with where, when and with what they were measured; rows of
-earlier runs on the same GPU are kept unless measured again, and the file is rewritten after every row, so a
-run cut short keeps what it measured. Progress goes to stderr.
+Results go to ``benchmarks/results/<gpu>.json`` with where, when and with what they were measured. Rows of an
+earlier run in that file are kept (unless measured again) only if that run had the same provenance (device,
+driver, CUDA, Python, library versions, MIG mode, ``--tiny``) and settings (prompt and new tokens, warm-up,
+repeats, compile backend and dynamic); otherwise the earlier file is moved aside to ``<gpu>.<its date>.json``,
+beside it, and keeps its own description. The file is rewritten after every row, so a run cut short keeps what
+it measured. Progress goes to stderr. A model that cannot be built or checked is recorded as failed and the
+next one runs; the exit status is 1 if any row or model of this run failed, else 0.
+
+The commit comes from ``git``; in a copy without ``.git`` (say, one copied to an offline GPU machine) set
+``QWEN_DOCS_COMMIT`` to the commit it was copied from (whether it had uncommitted changes is then unknown).
 
 Usage::
 
@@ -39,6 +49,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -110,21 +121,32 @@ def provenance(device: str, tiny: bool) -> dict[str, Any]:
 
     cuda = device == "cuda"
     driver = _run("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader") if cuda else None
-    status = _run("git", "status", "--porcelain", "--untracked-files=no")
+    mig = _run("nvidia-smi", "--query-gpu=mig.mode.current", "--format=csv,noheader") if cuda else None
+    commit = _run("git", "rev-parse", "HEAD")
+    status = _run("git", "status", "--porcelain", "--untracked-files=no") if commit else None
+    if commit is None:  # no git or no .git (a copy on an offline GPU machine): the caller may say which commit
+        commit = os.environ.get("QWEN_DOCS_COMMIT", "").strip() or None
     return {
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if cuda else _cpu_name(),
         "device_memory_bytes": torch.cuda.get_device_properties(0).total_memory if cuda else None,
         "driver": driver.splitlines()[0] if driver else None,
         "cuda": torch.version.cuda if cuda else None,
+        "mig_mode": mig.splitlines()[0].strip() if mig else None,
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in ("torch", "transformers", "accelerate", "bitsandbytes")},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _run("git", "rev-parse", "HEAD"),
+        "commit": commit,
         "dirty": bool(status) if status is not None else None,
         "tiny": tiny,
+        "c_compiler": c_compiler(),
         "argv": sys.argv[1:],
     }
+
+
+def c_compiler() -> str | None:
+    """The C compiler triton would use to build its launchers (``$CC``, else ``cc`` or ``gcc``), if any."""
+    return shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
 
 
 def slug(name: str) -> str:
@@ -139,22 +161,65 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure_bandwidth(device: str, nbytes: int, iterations: int) -> float:
-    """Bytes/s of a large device-to-device copy (each byte read once and written once)."""
+def _rate(operation: Callable[[], Any], nbytes: int, device: str, min_iterations: int, min_seconds: float,
+          ) -> tuple[float, int]:
+    """Bytes/s of ``operation`` (``nbytes`` moved per call) after a warm-up, timed over at least ``min_iterations``
+    calls and ``min_seconds`` (CUDA events on a GPU); also the number of timed calls."""
     import torch
 
-    source = torch.empty(nbytes, dtype=torch.uint8, device=device)
-    target = torch.empty_like(source)
     for _ in range(3):
-        target.copy_(source)
+        operation()
     synchronize(device)
     start = time.perf_counter()
-    for _ in range(iterations):
-        target.copy_(source)
+    for _ in range(3):
+        operation()
     synchronize(device)
-    elapsed = time.perf_counter() - start
+    per_call = max((time.perf_counter() - start) / 3, 1e-9)
+    iterations = max(min_iterations, int(min_seconds / per_call) + 1)
+    if device == "cuda":
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for _ in range(iterations):
+            operation()
+        end.record()
+        end.synchronize()
+        elapsed = begin.elapsed_time(end) / 1e3
+    else:
+        start = time.perf_counter()
+        for _ in range(iterations):
+            operation()
+        elapsed = time.perf_counter() - start
+    return nbytes * iterations / elapsed, iterations
+
+
+def measure_bandwidth(device: str) -> dict[str, Any]:
+    """Memory bandwidth two ways: a read-only pass (``sum`` of a bf16 tensor: each byte read once, as decoding
+    reads its weights) and a device-to-device copy (each byte read and written once; writes can cost more than
+    reads). The roofline uses the larger (``measured_bytes_per_s``)."""
+    import torch
+
+    cuda = device == "cuda"
+    read_bytes = 2 * 2**30 if cuda else 2**26
+    copy_bytes = 2**30 if cuda else 2**26
+    min_iterations, min_seconds = (200, 1.0) if cuda else (5, 0.2)
+    data = torch.empty(read_bytes // 2, dtype=torch.bfloat16, device=device).normal_()
+    read, read_iterations = _rate(data.sum, read_bytes, device, min_iterations, min_seconds)
+    del data
+    source = torch.empty(copy_bytes, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    copy, copy_iterations = _rate(functools.partial(target.copy_, source), 2 * copy_bytes, device,
+                                  min_iterations, min_seconds)
     del source, target
-    return 2 * nbytes * iterations / elapsed
+    free(device)
+    timer = "CUDA events" if cuda else "perf_counter"
+    return {
+        "measured_bytes_per_s": max(read, copy),
+        "read_bytes_per_s": read,
+        "copy_bytes_per_s": copy,
+        "method": f"the larger of a read-only pass (torch sum of a {read_bytes}-byte bf16 tensor, "
+                  f"{read_iterations} times) and a copy (torch copy_ of a {copy_bytes}-byte tensor, "
+                  f"{copy_iterations} times, bytes read + written), after warm-up, timed with {timer}",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -240,6 +305,26 @@ class Settings:
     batches: tuple[int, ...]
     variants: tuple[str, ...]
     compile_backend: str
+    dynamic: bool = False  # the fast path's graphs: one static-shape graph per batch size, never a dynamic one
+
+
+def compile_config(settings: Settings) -> Any:
+    """The fast path's ``CompileConfig``: one graph (``fullgraph``) with static shapes (``dynamic=False``), so
+    each batch size compiles its own graph in its warm-up. With dynamo's default (``dynamic=None``) the second
+    batch size would recompile into a dynamic-batch graph that later batch sizes reuse, and which graph a row
+    measured would depend on the order of the rows. On CUDA with inductor: CUDA graphs (``reduce-overhead``)."""
+    from transformers import CompileConfig
+
+    if settings.compile_backend == "inductor" and settings.device == "cuda":
+        return CompileConfig(fullgraph=True, mode="reduce-overhead", dynamic=settings.dynamic)
+    return CompileConfig(backend=settings.compile_backend, fullgraph=True, mode="default", dynamic=settings.dynamic)
+
+
+def _compilations() -> int:
+    """Graphs ``torch._dynamo`` has compiled so far in this process (it compiles only on a cache miss)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def plain_generate(model: Any, prompt: Any, **kwargs: Any) -> Any:
@@ -273,14 +358,19 @@ def measure(generate: Callable[..., Any], prompt: Any, settings: Settings) -> di
         return out
 
     warmup_s = 0.0
+    compiled = _compilations()
     for _ in range(settings.warmup):
         warmup_s += _timed(first, device)[0] + _timed(full, device)[0]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    warmed = _compilations()
     firsts, fulls = [], []
     for _ in range(settings.repeats):
         firsts.append(_timed(first, device)[0])
         fulls.append(_timed(full, device)[0])
+    timed_compilations = _compilations() - warmed
+    if timed_compilations:  # its time would be in the medians: the row is not a steady-state measurement
+        raise RuntimeError(f"{timed_compilations} graph(s) compiled during the timed runs, after the warm-up")
     ttft, total = statistics.median(firsts), statistics.median(fulls)
     if total <= ttft:  # the decoding time is the difference: noise larger than it gives no speed, not a huge one
         raise RuntimeError(f"the full run ({total:.3f} s) was not slower than the first token ({ttft:.3f} s): "
@@ -294,26 +384,66 @@ def measure(generate: Callable[..., Any], prompt: Any, settings: Settings) -> di
         "throughput_tokens_per_s": per_sequence * prompt.shape[0],
         "peak_memory_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
         "warmup_s": warmup_s,
+        "warmup_compilations": warmed - compiled,
         "timed_runs": settings.repeats,
     }
 
 
+#: What must match for an earlier run's rows to stay in the same file: where and with what it ran, and how.
+SAME_PROVENANCE = ("device_name", "driver", "cuda", "mig_mode", "python", "versions", "tiny")
+SAME_SETTINGS = ("prompt_tokens", "new_tokens", "warmup", "repeats", "compile_backend", "dynamic")
+
+
+def _settings_dict(settings: Settings) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in vars(settings).items()}
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why an earlier results file cannot take this run's rows: its schema, provenance or settings differ."""
+    if old.get("schema") != new["schema"]:
+        return [f"schema {old.get('schema')!r} != {new['schema']!r}"]
+    found = []
+    for section, keys in (("provenance", SAME_PROVENANCE), ("settings", SAME_SETTINGS)):
+        before, now = old.get(section) or {}, new[section]
+        found += [f"{key} {before.get(key)!r} != {now.get(key)!r}" for key in keys if before.get(key) != now.get(key)]
+    return found
+
+
+def aside_path(path: Path, date: str | None) -> Path:
+    """``<stem>.<date, filesystem-safe>.json`` beside ``path`` (a free name): where an earlier run's file goes."""
+    try:
+        stamp = dt.datetime.fromisoformat(str(date)).astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    except ValueError:
+        stamp = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target, number = path.with_name(f"{path.stem}.{stamp}.json"), 1
+    while target.exists():
+        number += 1
+        target = path.with_name(f"{path.stem}.{stamp}-{number}.json")
+    return target
+
+
 class Results:
-    """The results file: loaded (rows of earlier runs kept), updated row by row, rewritten after each row."""
+    """The results file: rows of an earlier run of the same provenance and settings kept (else that file is moved
+    aside), updated row by row, rewritten after each row."""
 
     def __init__(self, path: Path, prov: dict[str, Any], bandwidth: dict[str, Any], settings: Settings) -> None:
         self.path = path
-        self.data: dict[str, Any] = {"schema": RESULTS_SCHEMA, "rows": [], "models": {}}
+        self.data: dict[str, Any] = {"schema": RESULTS_SCHEMA, "rows": [], "models": {}, "provenance": prov,
+                                     "bandwidth": bandwidth, "settings": _settings_dict(settings)}
+        self.added: list[dict[str, Any]] = []  # this run's rows
         if path.exists():
-            old = json.loads(path.read_text())
-            if old.get("schema") == RESULTS_SCHEMA and old["provenance"].get("device_name") == prov["device_name"]:
+            try:
+                old = json.loads(path.read_text())
+                why = differences(old, self.data)
+            except (ValueError, AttributeError) as error:
+                old, why = {}, [f"unreadable ({error})"]
+            if not why:
                 self.data["rows"], self.data["models"] = old["rows"], old.get("models", {})
+                log(f"{path}: same provenance and settings, adding to its {len(old['rows'])} rows")
             else:
-                log(f"{path}: other device or format, starting a new file")
-        self.data["provenance"] = prov
-        self.data["bandwidth"] = bandwidth
-        self.data["settings"] = {key: list(value) if isinstance(value, tuple) else value
-                                 for key, value in vars(settings).items()}
+                target = aside_path(path, (old.get("provenance") or {}).get("date"))
+                os.replace(path, target)
+                log(f"{path}: earlier run with other {'; '.join(why)}: moved it to {target.name}")
         self.write()
 
     def add_model(self, model_id: str, info: dict[str, Any]) -> None:
@@ -324,6 +454,7 @@ class Results:
         key = (row["model"], row["variant"], row["batch"])
         rows = [r for r in self.data["rows"] if (r["model"], r["variant"], r["batch"]) != key]
         self.data["rows"] = [*rows, row]
+        self.added.append(row)
         self.write()
 
     def write(self) -> None:
@@ -346,7 +477,6 @@ def plan(settings: Settings) -> list[tuple[str, int]]:
 def run_model(model_id: str, settings: Settings, results: Results, bandwidth: dict[str, Any],
               counter: list[int], total: int) -> None:
     import torch
-    from transformers import CompileConfig
 
     from qwen_docs_helpers.fast import prepare_fast, use_implementations
 
@@ -364,6 +494,7 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
         "analytic_parameters": model_size(config).total,
         "active_parameters": model_size(config).active,
         "build_s": time.perf_counter() - started,
+        "status": "ok",
     })
     if params != model_size(config).total:
         raise RuntimeError(f"{model_id}: {params} parameters, the analytic count says {model_size(config).total}")
@@ -373,10 +504,7 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
         ids = torch.randint(0, config.vocab_size, (batch, settings.prompt_tokens), generator=generator)
         return ids.to(device)
 
-    if settings.compile_backend == "inductor" and device == "cuda":
-        compile_setting: Any = True  # transformers' defaults: inductor with CUDA graphs, fullgraph
-    else:
-        compile_setting = CompileConfig(backend=settings.compile_backend, fullgraph=True, mode="default")
+    compile_setting = compile_config(settings)
     state_dict: dict[str, Any] | None = None
     generator_fast: Any = None
     run: Callable[..., Any] | None = None
@@ -385,7 +513,8 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
         row: dict[str, Any] = {"model": model_id, "variant": variant, "batch": batch,
                                "prompt_tokens": settings.prompt_tokens, "new_tokens": settings.new_tokens,
                                "date": results.data["provenance"]["date"],
-                               "commit": results.data["provenance"]["commit"]}
+                               "commit": results.data["provenance"]["commit"],
+                               "dirty": results.data["provenance"].get("dirty")}
         weight_format = variant if variant in ("nf4", "int8") else "bf16"
         try:
             if variant in ("nf4", "int8"):
@@ -419,6 +548,7 @@ def run_model(model_id: str, settings: Settings, results: Results, bandwidth: di
             row.update({
                 "status": "ok",
                 "mean_context": context,
+                "bandwidth_bytes_per_s": bandwidth["measured_bytes_per_s"],
                 "bytes_per_step": traffic.total,
                 "weight_bytes_per_step": traffic.weights,
                 "kv_bytes_per_step": traffic.kv_cache,
@@ -475,6 +605,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="default: benchmarks/results/<device>.json "
                                                      "(.cache/benchmarks/ with --tiny, so the site never shows it)")
     args = parser.parse_args(argv)
+    if args.warmup < 1:  # the fast path compiles (and on CUDA records its graphs) in the warm-up
+        parser.error("--warmup must be at least 1 (the first run of a fast row compiles)")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     args.models = [resolve_model(name, parser) for name in args.models]
 
     import torch
@@ -491,21 +625,27 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # Static shapes compile one graph per model class, batch size and cache length. Past dynamo's recompile limit
+    # (8) it would silently run the step eagerly and the "fast" rows would measure plain decoding: allow more, and
+    # fail a row loudly rather than fall back.
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+    dynamo_config.fail_on_recompile_limit_hit = True
 
     settings = Settings(args.device, args.tiny, args.prompt_tokens, args.new_tokens, args.warmup, args.repeats,
                         tuple(args.batches), tuple(args.variants), args.compile_backend)
     prov = provenance(args.device, args.tiny)
-    log(f"device: {prov['device_name']}; versions: {prov['versions']}")
-    copy_bytes = 2**30 if args.device == "cuda" else 2**26
-    measured = measure_bandwidth(args.device, copy_bytes, 50 if args.device == "cuda" else 5)
+    log(f"device: {prov['device_name']}; versions: {prov['versions']}; commit {prov['commit']}"
+        + (f"; MIG {prov['mig_mode']}" if prov["mig_mode"] else ""))
+    if args.device == "cuda" and prov["c_compiler"] is None:
+        log("WARNING: no C compiler found ($CC, cc or gcc): triton needs one to build its kernels, so the fast "
+            "rows (torch.compile with inductor) will fail; install gcc first")
+    bandwidth = measure_bandwidth(args.device)
     spec = spec_bandwidth(prov["device_name"]) if args.device == "cuda" else None
-    bandwidth = {
-        "measured_bytes_per_s": measured,
-        "method": f"torch copy_ of a {copy_bytes}-byte tensor on the device, repeated; bytes read + written",
-        "spec_bytes_per_s": spec[0] if spec else None,
-        "spec": spec[1] if spec else None,
-    }
-    log(f"copy bandwidth: {measured / 1e9:.0f} GB/s" + (f" (datasheet: {spec[1]})" if spec else ""))
+    bandwidth.update(spec_bytes_per_s=spec[0] if spec else None, spec=spec[1] if spec else None)
+    log(f"memory bandwidth: read {bandwidth['read_bytes_per_s'] / 1e9:.0f} GB/s, copy "
+        f"{bandwidth['copy_bytes_per_s'] / 1e9:.0f} GB/s" + (f" (datasheet: {spec[1]})" if spec else ""))
     if args.output is not None:
         output = args.output
     elif args.tiny:
@@ -513,13 +653,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         output = ROOT / "benchmarks" / "results" / f"{slug(prov['device_name'])}.json"
     results = Results(output, prov, bandwidth, settings)
-    total = len(args.models) * len(plan(settings))
+    steps = len(plan(settings))
+    total = len(args.models) * steps
     counter = [0]
+    failed_models = []
     for model_id in args.models:
-        run_model(model_id, settings, results, bandwidth, counter, total)
-    failed = sum(row["status"] != "ok" for row in results.data["rows"])
-    log(f"wrote {output} ({len(results.data['rows'])} rows, {failed} failed)")
-    return 0
+        before = counter[0]
+        try:
+            run_model(model_id, settings, results, bandwidth, counter, total)
+        except Exception as error:  # building or checking the model failed (out of memory, say): the next one runs
+            message = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+            failed_models.append(model_id)
+            results.add_model(model_id, {**results.data["models"].get(model_id, {}), "status": "failed",
+                                         "error": message})
+            counter[0] = before + steps
+            log(f"[{counter[0]}/{total}] {model_id.split('/')[-1]}: FAILED {message}; its remaining rows skipped")
+        free(args.device)  # after the except block, which held the failed model's frames
+    failed = sum(row["status"] != "ok" for row in results.added)
+    status = 1 if failed or failed_models else 0
+    log(f"wrote {output} ({len(results.data['rows'])} rows; this run: {len(results.added)} rows, {failed} failed, "
+        f"{len(failed_models)} of {len(args.models)} models failed; exit status {status})")
+    return status
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from qwen_docs_helpers.speed import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "generation.py"
+FIXTURE = ROOT / "tests" / "data" / "benchmark-tiny-cpu.json"
 H100, H200 = 3.35e12, 4.8e12
 DENSE, SMALL, MOE = BENCHMARK_MODELS
 
@@ -174,10 +175,15 @@ def test_tiny_run_results_file(tiny_run: Path) -> None:
     assert dt.datetime.fromisoformat(prov["date"]).tzinfo is not None
     assert prov["commit"] is None or len(prov["commit"]) == 40
     assert {"torch", "transformers", "bitsandbytes"} <= set(prov["versions"])
-    assert data["bandwidth"]["measured_bytes_per_s"] > 0 and data["bandwidth"]["spec_bytes_per_s"] is None
-    assert data["settings"]["new_tokens"] == 64
+    assert prov["mig_mode"] is None and "c_compiler" in prov  # nvidia-smi is only asked on CUDA
+    bandwidth = data["bandwidth"]
+    assert bandwidth["read_bytes_per_s"] > 0 and bandwidth["copy_bytes_per_s"] > 0
+    assert bandwidth["measured_bytes_per_s"] == max(bandwidth["read_bytes_per_s"], bandwidth["copy_bytes_per_s"])
+    assert "read-only" in bandwidth["method"] and bandwidth["spec_bytes_per_s"] is None
+    assert data["settings"]["new_tokens"] == 64 and data["settings"]["dynamic"] is False
     for model_id, info in data["models"].items():
         assert info["config"] == "tiny" and info["parameters"] == info["analytic_parameters"], model_id
+        assert info["status"] == "ok", model_id
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
@@ -188,7 +194,6 @@ def test_tiny_run_results_file(tiny_run: Path) -> None:
     assert [(r["variant"], r["batch"]) for r in rows if r["model"] == DENSE] == [
         ("eager", 1), ("sdpa", 1), ("sdpa", 2), ("fast", 1), ("fast", 2), ("nf4", 1), ("int8", 1)]
     assert {r["model"] for r in rows} == set(BENCHMARK_MODELS) and len(rows) == 21
-    bandwidth = data["bandwidth"]["measured_bytes_per_s"]
     for row in rows:
         where = f"{row['model']} {row['variant']} {row['batch']}"
         assert row["status"] == "ok", (where, row.get("error"))
@@ -200,7 +205,13 @@ def test_tiny_run_results_file(tiny_run: Path) -> None:
         traffic = traffic_per_step(config, weight_format=row["weight_format"], batch=row["batch"],
                                    context=round(8 + 63 / 2))
         assert row["bytes_per_step"] == traffic.total and row["kv_bytes_per_step"] == traffic.kv_cache
-        assert math.isclose(row["roofline_tokens_per_s"], bandwidth / traffic.total)
+        assert row["bandwidth_bytes_per_s"] == bandwidth["measured_bytes_per_s"]  # the figure its roofline used
+        assert math.isclose(row["roofline_tokens_per_s"], row["bandwidth_bytes_per_s"] / traffic.total)
+        # Compiling happens in the warm-up (a timed run that compiled fails its row): a fast row compiles its
+        # batch size's graph there, the plain variants compile nothing. (Tiny, Qwen2-1.5B has the shapes of
+        # Qwen2-7B, already compiled in this process: dynamo reuses those graphs.)
+        compiles = row["variant"] == "fast" and row["model"] != SMALL
+        assert row["warmup_compilations"] == (1 if compiles else 0), where
         assert math.isclose(row["roofline_share"], row["decode_tokens_per_s"] / row["roofline_tokens_per_s"])
         assert row["compiled"] == (row["variant"] == "fast"), where
         assert row["attn_implementation"] == ("eager" if row["variant"] == "eager" else "sdpa"), where
@@ -294,6 +305,157 @@ def test_each_model_is_released_before_the_next_loads(monkeypatch: pytest.Monkey
     assert results.data["rows"][1]["compiled"]
     assert events == [("measure", ["bf16"]), ("measure", ["bf16"]), ("load nf4", []), ("measure", ["nf4"]),
                       ("load int8", []), ("measure", ["int8"])]
+
+
+def test_the_fixture_has_the_format_the_script_writes(tiny_run: Path) -> None:
+    """tests/test_speed.py renders tests/data/benchmark-tiny-cpu.json: it must have the fields a run writes now
+    (regenerate it with the command in its provenance's argv when this fails)."""
+    live, fixture = json.loads(tiny_run.read_text()), json.loads(FIXTURE.read_text())
+    assert fixture["schema"] == live["schema"]
+    for section in ("provenance", "bandwidth", "settings"):
+        assert set(fixture[section]) == set(live[section]), section
+    assert {key for info in fixture["models"].values() for key in info} == {
+        key for info in live["models"].values() for key in info}
+    assert {key for row in fixture["rows"] for key in row} == {key for row in live["rows"] for key in row}
+
+
+def test_fast_rows_compile_one_static_graph_per_batch_size(tmp_path: Path) -> None:
+    """With dynamo's default (dynamic=None) the second batch size recompiled into a dynamic-batch graph, which
+    the third then reused: the graph a row measured depended on the order of the rows. Now every batch size
+    compiles its own static graph, in its warm-up."""
+    generation = _generation()
+    settings = generation.Settings("cpu", True, 8, 16, 1, 2, (1, 2, 4), ("fast",), "eager")
+    assert settings.dynamic is False and generation.compile_config(settings).dynamic is False
+    bandwidth = {"measured_bytes_per_s": 1e9}
+    results = generation.Results(tmp_path / "r.json", {"device_name": "cpu", "date": "", "commit": None},
+                                 bandwidth, settings)
+    generation.run_model(SMALL, settings, results, bandwidth, [0], 3)
+    rows = results.data["rows"]
+    assert [(row["batch"], row["status"], row["warmup_compilations"]) for row in rows] == [
+        (1, "ok", 1), (2, "ok", 1), (4, "ok", 1)], rows
+
+
+def _provenance(**changes: Any) -> dict[str, Any]:
+    return {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "device_memory_bytes": 85e9,
+            "driver": "580.65", "cuda": "13.0", "mig_mode": "Disabled", "python": "3.12.3",
+            "versions": {"torch": "2.11.0", "transformers": "5.23.0"}, "date": "2026-11-20T10:00:00+00:00",
+            "commit": "a" * 40, "dirty": False, "tiny": False, "argv": [], **changes}
+
+
+def _row(prov: dict[str, Any], variant: str) -> dict[str, Any]:
+    return {"model": DENSE, "variant": variant, "batch": 1, "date": prov["date"], "commit": prov["commit"],
+            "dirty": prov["dirty"], "status": "ok", "bandwidth_bytes_per_s": prov["bandwidth"]}
+
+
+def test_results_merge_only_runs_of_the_same_provenance_and_settings(tmp_path: Path) -> None:
+    """Rows of an earlier run stay in the file only if it ran with the same provenance and settings, since the
+    file's provenance, settings and bandwidth are the latest run's; else the earlier file is moved aside, and the
+    page shows both, each described by its own provenance."""
+    generation = _generation()
+    settings = generation.Settings("cuda", False, 128, 256, 1, 3, (1,), ("sdpa", "fast"), "inductor")
+    path = tmp_path / "nvidia-h100-80gb-hbm3.json"
+
+    def run(prov: dict[str, Any], variant: str, run_settings: Any = settings) -> Any:
+        results = generation.Results(path, {k: v for k, v in prov.items() if k != "bandwidth"},
+                                     {"measured_bytes_per_s": prov["bandwidth"]}, run_settings)
+        results.add(_row(prov, variant))
+        return results
+
+    first = _provenance(bandwidth=3.0e12)
+    run(first, "sdpa")
+    # Same GPU, driver, versions and settings, another day and commit: the rows merge, each keeps its own.
+    second = _provenance(date="2026-11-21T09:30:00+00:00", commit="b" * 40, dirty=True, bandwidth=3.1e12)
+    merged = run(second, "fast")
+    assert [row["variant"] for row in merged.data["rows"]] == ["sdpa", "fast"]
+    assert [row["variant"] for row in merged.added] == ["fast"]
+    (result,) = load_results(tmp_path)
+    text = result.describe()
+    assert "in 2 runs from 2026-11-20 10:00 UTC to 2026-11-21 09:30 UTC" in text
+    assert "at commits aaaaaaaaaa, bbbbbbbbbb with uncommitted changes." in text
+    assert "each run its own: 3.00 TB/s to 3.10 TB/s" in result.describe_bandwidth()
+    # Another transformers version: the earlier file goes aside under its date, the new one starts empty.
+    third = _provenance(date="2026-11-22T08:00:00+00:00", versions={"torch": "2.11.0", "transformers": "5.24.0"},
+                        bandwidth=3.2e12)
+    fresh = run(third, "sdpa")
+    assert [row["date"] for row in fresh.data["rows"]] == [third["date"]]
+    aside = tmp_path / "nvidia-h100-80gb-hbm3.20261121T093000Z.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [aside.name, path.name]
+    newer, older = load_results(tmp_path)  # both load, newest first, each with its own provenance and rows
+    assert (newer.path, older.path) == (path, aside)
+    assert "transformers 5.24.0" in newer.describe() and "on 2026-11-22 08:00 UTC" in newer.describe()
+    assert "transformers 5.23.0" in older.describe() and len(older.rows) == 2
+    # Other settings (here more new tokens) move it aside too; so does a second file of the same date.
+    longer = generation.Settings("cuda", False, 128, 512, 1, 3, (1,), ("sdpa",), "inductor")
+    run(third, "sdpa", longer)
+    assert (tmp_path / "nvidia-h100-80gb-hbm3.20261122T080000Z.json").exists()
+    assert json.loads(path.read_text())["settings"]["new_tokens"] == 512
+    run(third, "sdpa", settings)
+    assert (tmp_path / "nvidia-h100-80gb-hbm3.20261122T080000Z-2.json").exists()
+    assert len(load_results(tmp_path)) == 4
+
+
+def test_differences_name_what_changed() -> None:
+    generation = _generation()
+    settings = generation.Settings("cuda", False, 128, 256, 1, 3, (1,), ("sdpa",), "inductor")
+    new = {"schema": RESULTS_SCHEMA, "provenance": _provenance(), "settings": generation._settings_dict(settings)}
+    assert generation.differences(json.loads(json.dumps(new)), new) == []
+    old = {**new, "provenance": _provenance(driver="570.1", mig_mode="Enabled", commit="c" * 40)}
+    assert generation.differences(old, new) == ["driver '570.1' != '580.65'", "mig_mode 'Enabled' != 'Disabled'"]
+    old = {**new, "settings": {**new["settings"], "warmup": 2, "dynamic": None, "batches": [4]}}
+    assert generation.differences(old, new) == ["warmup 2 != 1", "dynamic None != False"]  # batches may differ
+    assert generation.differences({**new, "schema": 0}, new) == [f"schema 0 != {RESULTS_SCHEMA}"]
+
+
+def test_commit_from_the_environment_without_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the checkout without .git (as sent to an offline GPU machine) once recorded commit None."""
+    generation = _generation()
+    real_run = generation._run
+    monkeypatch.setenv("QWEN_DOCS_COMMIT", "0123456789abcdef")
+    if real_run("git", "rev-parse", "HEAD"):  # git answers: it wins over the variable
+        assert generation.provenance("cpu", True)["commit"] == real_run("git", "rev-parse", "HEAD")
+    monkeypatch.setattr(generation, "_run", lambda *command: None if command[0] == "git" else real_run(*command))
+    prov = generation.provenance("cpu", True)
+    assert prov["commit"] == "0123456789abcdef" and prov["dirty"] is None
+    monkeypatch.delenv("QWEN_DOCS_COMMIT")
+    assert generation.provenance("cpu", True)["commit"] is None
+    assert "QWEN_DOCS_COMMIT" in (generation.__doc__ or "")
+
+
+def test_a_failing_model_is_recorded_and_the_next_one_runs(tmp_path: Path) -> None:
+    """Building a model (out of memory, say) or its parameter check failing once aborted every later model."""
+    output = tmp_path / "r.json"
+    code = f"""
+import sys
+sys.path.insert(0, {str(ROOT / "benchmarks")!r})
+import generation
+build = generation.random_model
+def random_model(config, device):
+    if config.tie_word_embeddings:  # Qwen2-1.5B
+        raise MemoryError("no room for the weights")
+    return build(config, device)
+generation.random_model = random_model
+sys.exit(generation.main(["--device", "cpu", "--tiny", "--output", {str(output)!r}, "--models", "Qwen2-1.5B-Instruct",
+                          "Qwen2-7B-Instruct", "--variants", "sdpa", "--batches", "1", "--new-tokens", "16",
+                          "--repeats", "1", "--compile-backend", "eager"]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 1, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert "[1/2] Qwen2-1.5B-Instruct: FAILED MemoryError: no room for the weights" in done.stderr
+    assert "[2/2] Qwen2-7B-Instruct sdpa batch 1:" in done.stderr
+    assert "1 of 2 models failed; exit status 1" in lines[-1]
+    data = json.loads(output.read_text())
+    assert data["models"][SMALL] == {"status": "failed", "error": "MemoryError: no room for the weights"}
+    assert data["models"][DENSE]["status"] == "ok"
+    assert [(row["model"], row["status"]) for row in data["rows"]] == [(DENSE, "ok")]
+
+
+@pytest.mark.parametrize("option", ["--warmup", "--repeats"])
+def test_refuses_no_warmup_or_no_repeats(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--warmup 0 once let a fast row's first timed run compile (and on CUDA record its graphs)."""
+    with pytest.raises(SystemExit) as exited:
+        _generation().main(["--device", "cpu", "--tiny", option, "0"])
+    assert exited.value.code == 2 and f"{option} must be at least 1" in capsys.readouterr().err
 
 
 def test_tiny_results_load_for_the_page_only_when_asked(tiny_run: Path) -> None:

@@ -75,6 +75,36 @@ def test_describe_says_where_and_when(gpu_results: BenchmarkResults) -> None:
     assert (commit[:10] if commit else "unknown") in text
 
 
+def test_describe_names_mig_and_settings(tmp_path: Path) -> None:
+    data = as_gpu_run(json.loads(FIXTURE.read_text()))
+    data["provenance"]["mig_mode"] = "Enabled"
+    (tmp_path / "gpu.json").write_text(json.dumps(data))
+    (result,) = load_results(tmp_path)
+    text = result.describe()
+    assert text.startswith("Measured on NVIDIA H100 80GB HBM3 (a MIG instance), driver 580.65 on ")
+    assert text.endswith(" Each row: 8-token prompts, 4 new tokens, the median of 1 timed run(s) after 1 warm-up "
+                         "run(s).")
+
+
+def test_describe_bandwidth(gpu_results: BenchmarkResults, tmp_path: Path) -> None:
+    """The page names both measurements (read-only and copy) and says the roofline uses the larger."""
+    b = gpu_results.bandwidth
+    assert b["measured_bytes_per_s"] == max(b["read_bytes_per_s"], b["copy_bytes_per_s"])
+    assert gpu_results.describe_bandwidth() == (
+        f"Memory bandwidth measured: {b['read_bytes_per_s'] / 1e12:.2f} TB/s reading a large tensor once, "
+        f"{b['copy_bytes_per_s'] / 1e12:.2f} TB/s copying one (bytes read + written); the roofline uses the larger; "
+        "datasheet: NVIDIA H100 SXM: 3.35 TB/s HBM3.")
+    # A file written before the read-only pass was measured: its one figure is a copy's.
+    old = as_gpu_run(json.loads(FIXTURE.read_text()))
+    del old["bandwidth"]["read_bytes_per_s"], old["bandwidth"]["copy_bytes_per_s"]
+    for row in old["rows"]:
+        del row["bandwidth_bytes_per_s"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "old.json").write_text(json.dumps(old))
+    (result,) = load_results(tmp_path / "old")
+    assert result.describe_bandwidth().startswith("Copy bandwidth measured (bytes read + written): ")
+
+
 def test_results_table(gpu_results: BenchmarkResults) -> None:
     table = results_table(gpu_results)
     sections = table.split("\n\n**")

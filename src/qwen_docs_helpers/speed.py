@@ -327,16 +327,48 @@ class BenchmarkResults:
         return bool(self.provenance.get("tiny"))
 
     def describe(self) -> str:
-        """One sentence: where, when, with what, at which commit."""
+        """Where, when, with what, at which commit, and how: the rows' dates and commits, which span several runs
+        where a run added its rows to an earlier one's file (only ever one of the same provenance and settings)."""
         p = self.provenance
         versions = ", ".join(f"{name} {version}" for name, version in (p.get("versions") or {}).items() if version)
         driver = f", driver {p['driver']}" if p.get("driver") else ""
-        commit = str(p.get("commit") or "unknown")[:10] + (" with uncommitted changes" if p.get("dirty") else "")
-        try:
-            date = dt.datetime.fromisoformat(str(p["date"])).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        except (KeyError, ValueError):
-            date = "an unknown date"
-        return f"Measured on {self.device}{driver} on {date}, with {versions}, at commit {commit}."
+        mig = " (a MIG instance)" if str(p.get("mig_mode") or "").lower() == "enabled" else ""
+        dates = sorted({d for d in (_utc(row.get("date")) for row in self.rows) if d} or {_utc(p.get("date"))} - {None})
+        when = ("on an unknown date" if not dates else f"on {dates[0]}" if len(dates) == 1
+                else f"in {len(dates)} runs from {dates[0]} to {dates[-1]}")
+        runs = dict.fromkeys((row.get("commit"), row.get("dirty", p.get("dirty"))) for row in self.rows)
+        commits = [str(commit or "unknown")[:10] + (" with uncommitted changes" if dirty else "")
+                   for commit, dirty in (runs or {(p.get("commit"), p.get("dirty")): None})]
+        at = f"at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}"
+        s = self.settings
+        how = ""
+        if s.get("new_tokens"):
+            how = (f" Each row: {s.get('prompt_tokens')}-token prompts, {s['new_tokens']} new tokens, the median of "
+                   f"{s.get('repeats')} timed run(s) after {s.get('warmup')} warm-up run(s).")
+        return f"Measured on {self.device}{mig}{driver} {when}, with {versions}, {at}.{how}"
+
+    def describe_bandwidth(self) -> str:
+        """The memory bandwidth the rows' rooflines divide by, how it was measured, and the datasheet's."""
+        b = self.bandwidth
+        tb = "{:.2f} TB/s".format
+        if b.get("read_bytes_per_s") and b.get("copy_bytes_per_s"):
+            text = (f"Memory bandwidth measured: {tb(b['read_bytes_per_s'] / 1e12)} reading a large tensor once, "
+                    f"{tb(b['copy_bytes_per_s'] / 1e12)} copying one (bytes read + written); the roofline uses the "
+                    f"larger")
+        else:  # files written before the read-only pass was measured
+            text = f"Copy bandwidth measured (bytes read + written): {tb(b['measured_bytes_per_s'] / 1e12)}"
+        used = sorted({row["bandwidth_bytes_per_s"] for row in _ok(self.rows) if row.get("bandwidth_bytes_per_s")})
+        if len(used) > 1:  # rows added by later runs: each row's roofline used its own run's measurement
+            text += f" (each run its own: {tb(used[0] / 1e12)} to {tb(used[-1] / 1e12)})"
+        spec = b.get("spec")
+        return text + (f"; datasheet: {spec}." if spec else ".")
+
+
+def _utc(date: Any) -> str | None:
+    try:
+        return dt.datetime.fromisoformat(str(date)).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return None
 
 
 def results_dir() -> Path:
