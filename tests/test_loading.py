@@ -171,9 +171,11 @@ def test_a_mistyped_folder_says_no_such_folder(standin_hub: dict[str, Path], tmp
     assert "hf download" not in error.fix and "\n" not in str(error)
 
 
-@pytest.mark.parametrize("dtype", ["float17", "int8", torch.int64, 16])
-def test_dtype_must_be_auto_or_a_floating_dtype(standin_hub: dict[str, Path], dtype: object) -> None:
-    with pytest.raises(InvalidArgumentError, match=r"^dtype=.* is not a torch floating-point dtype") as caught:
+@pytest.mark.parametrize(
+    "dtype", ["float17", "int8", torch.int64, 16, "float8_e4m3fn", torch.float8_e5m2, "complex64", "torch.bfloat16"]
+)
+def test_dtype_must_be_auto_or_a_loadable_dtype(standin_hub: dict[str, Path], dtype: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"^dtype=.* is not a dtype load_model can load") as caught:
         load_model(DENSE_ID, dtype=dtype, device_map="cpu")  # type: ignore[arg-type]
     assert "bfloat16" in caught.value.fix and "\n" not in str(caught.value)
 
@@ -181,3 +183,14 @@ def test_dtype_must_be_auto_or_a_floating_dtype(standin_hub: dict[str, Path], dt
 def test_dtype_by_name_loads(standin_hub: dict[str, Path]) -> None:
     model, _ = load_model(DENSE_ID, dtype="float32", device_map="cpu")
     assert model.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [("auto", "auto"), ("bfloat16", torch.bfloat16), ("half", torch.float16), (torch.float32, torch.float32),
+     ("float64", torch.float64)],
+)
+def test_loadable_dtypes_are_accepted_by_dtype_or_name(dtype: object, expected: object) -> None:
+    from qwen_docs_helpers.loading import _check_dtype
+
+    assert _check_dtype(dtype) == expected

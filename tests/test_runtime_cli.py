@@ -51,10 +51,12 @@ def test_stamp_has_no_standin_notice_with_real_weights() -> None:
         (("frobnicate",), "invalid choice"),
         (("standins", "--model", "Qwen/Nope"), "invalid choice"),
         (("env", "--bogus"), "unrecognized arguments"),
+        (("standins", "--cache-dir", ""), "empty path"),  # would write hub/ into the current directory
     ],
 )
-def test_bad_arguments_give_one_line_and_status_2(args: tuple[str, ...], needle: str) -> None:
-    result = run_cli(*args)
+def test_bad_arguments_give_one_line_and_status_2(args: tuple[str, ...], needle: str, tmp_path: Path) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert list(tmp_path.iterdir()) == []
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("qwen-docs")
@@ -62,12 +64,18 @@ def test_bad_arguments_give_one_line_and_status_2(args: tuple[str, ...], needle:
 
 
 def test_standins_command_creates_and_reports(tmp_path: Path) -> None:
-    result = run_cli("standins", "--cache-dir", str(tmp_path), "--model", "Qwen/Qwen2-1.5B-Instruct", "--no-real")
+    cache = tmp_path / "my cache"  # the printed export line must survive a space
+    result = run_cli("standins", "--cache-dir", str(cache), "--model", "Qwen/Qwen2-1.5B-Instruct", "--no-real")
     assert result.returncode == 0, result.stderr
     model_id, weights, snapshot = result.stdout.strip().split("\t")
     assert (model_id, weights) == ("Qwen/Qwen2-1.5B-Instruct", "standin")
     assert Path(snapshot, "model.safetensors").is_file()
-    assert f"HF_HUB_CACHE={tmp_path.resolve() / 'hub'}" in result.stderr
+    (export,) = [line for line in result.stderr.splitlines() if "export HF_HUB_CACHE=" in line]
+    shell = subprocess.run(
+        ["bash", "-c", export.split(": ", 1)[1] + '\nprintf "%s\\n" "$HF_HUB_CACHE" "$HF_HUB_OFFLINE"'],
+        capture_output=True, text=True, check=True,
+    )
+    assert shell.stdout.splitlines() == [str(cache.resolve() / "hub"), "1"]
     assert "[1/1] Qwen/Qwen2-1.5B-Instruct: building stand-in" in result.stderr
 
 
@@ -77,6 +85,8 @@ def test_standins_command_error_is_one_line(tmp_path: Path) -> None:
     result = run_cli("standins", "--cache-dir", str(blocker), "--model", "Qwen/Qwen2-1.5B-Instruct")
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    # names the path and says what to do, not just "[Errno 20] Not a directory: '...'"
+    assert f"{blocker / 'hub'}: pass a --cache-dir" in result.stderr and "Errno" not in result.stderr
 
 
 def test_env_command_json(standin_hub: dict[str, Path]) -> None:
@@ -85,6 +95,26 @@ def test_env_command_json(standin_hub: dict[str, Path]) -> None:
     facts = json.loads(result.stdout)
     assert facts["accelerator"] == "cpu"
     assert facts["weights"]["Qwen/Qwen2-7B-Instruct"] == "standin"  # the subprocess inherits the test hub
+    assert facts["hub_cache"] == os.environ["HF_HUB_CACHE"]  # as the text output shows it
+    text = run_cli("env")
+    assert f"hub cache: {facts['hub_cache']}" in text.stdout.splitlines()
+
+
+def test_env_command_names_a_damaged_cache_file_and_goes_on(tmp_path: Path) -> None:
+    from qwen_docs_helpers.standins import repo_folder_name
+
+    repo = tmp_path / "hub" / repo_folder_name("Qwen/Qwen2-7B-Instruct")
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    (repo / "snapshots" / "abc" / "config.json").write_text("{ not json")
+    before = (repo / "snapshots" / "abc" / "config.json").read_text()
+    result = run_cli("env", "--json", env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["weights"]["Qwen/Qwen2-7B-Instruct"] == "unreadable"
+    (warning,) = result.stderr.strip().splitlines()
+    assert str(repo / "snapshots" / "abc" / "config.json") in warning and "Traceback" not in result.stderr
+    assert (repo / "snapshots" / "abc" / "config.json").read_text() == before
 
 
 def test_peak_memory_is_this_process_peak_and_in_the_stamp() -> None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,14 @@ def test_unchanged_snippet_loads_the_standin_offline(standin_hub: dict[str, Path
 
 def test_prepare_is_idempotent_and_force_rebuilds(tmp_path: Path) -> None:
     empty_user_cache = tmp_path / "user-hub"
-    first = prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=empty_user_cache, progress=quiet)
+    old_umask = os.umask(0o022)
+    try:
+        first = prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=empty_user_cache, progress=quiet)
+    finally:
+        os.umask(old_umask)
+    entry = standins.hub_dir(tmp_path / "c") / repo_folder_name(SMALL_ID)
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o755  # like the rest of the cache, not mkdtemp's 0700
+    assert stat.S_IMODE(first[0].snapshot.stat().st_mode) == 0o755
     weights = first[0].snapshot / "model.safetensors"
     inode = weights.stat().st_ino
     lines: list[str] = []
@@ -242,3 +250,50 @@ def test_weights_the_tool_did_not_write_are_never_replaced(tmp_path: Path) -> No
     assert "\n" not in str(error.value)
     assert tree_digest(standins.hub_dir(tmp_path) / repo_folder_name(SMALL_ID)) == before
     assert not standins.replaceable(real.parents[1])
+
+
+def corrupt(path: Path, text: str = "{ not json") -> None:
+    path.write_text(text)
+
+
+@pytest.mark.parametrize("damage", ["config", "index", "ref"])
+def test_a_damaged_private_standin_is_rebuilt(tmp_path: Path, damage: str) -> None:
+    (entry,) = prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", progress=quiet)
+    if damage == "config":
+        corrupt(entry.snapshot / "config.json")
+    elif damage == "index":
+        corrupt(entry.snapshot / "model.safetensors.index.json", '{"metadata": {}}')  # no weight_map
+    else:
+        corrupt(entry.snapshot.parents[1] / "refs" / "main", "../../../etc")
+    with pytest.raises(InvalidArgumentError, match=r"cannot be read") as error:
+        resolve(SMALL_ID, tmp_path)
+    assert "\n" not in str(error.value) and str(entry.snapshot.parents[1]) in str(error.value)
+    lines: list[str] = []
+    (rebuilt,) = prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", progress=lines.append)
+    assert rebuilt.weights == "standin" and resolve(SMALL_ID, tmp_path) == rebuilt
+    assert "cannot be read" in lines[0] and "replacing" in lines[0]
+
+
+def test_a_damaged_file_in_the_users_cache_is_named_and_left_alone(tmp_path: Path) -> None:
+    user_cache = tmp_path / "user-hub"
+    real = make_real_snapshot(user_cache, SMALL_ID)
+    corrupt(real / "config.json")
+    before = tree_digest(user_cache)
+    with pytest.raises(InvalidArgumentError, match="cannot be read") as error:
+        prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=user_cache, progress=quiet)
+    message = str(error.value)
+    assert "\n" not in message and str(real / "config.json") in message
+    assert "download it again" in message and "--no-real" in message
+    assert tree_digest(user_cache) == before
+    (entry,) = prepare_hub([SMALL_ID], cache_dir=tmp_path / "c", real_cache=user_cache, use_real=False, progress=quiet)
+    assert entry.weights == "standin" and tree_digest(user_cache) == before
+
+
+def test_a_damaged_entry_the_tool_did_not_write_is_named_and_kept(tmp_path: Path) -> None:
+    real = make_real_snapshot(standins.hub_dir(tmp_path), SMALL_ID)
+    corrupt(real / "config.json")
+    before = tree_digest(real.parents[1])
+    with pytest.raises(InvalidArgumentError, match="did not write") as error:
+        prepare_hub([SMALL_ID], cache_dir=tmp_path, real_cache=tmp_path / "none", force=True, progress=quiet)
+    assert "\n" not in str(error.value) and str(real / "config.json") in str(error.value)
+    assert tree_digest(real.parents[1]) == before

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
 
+from .errors import QwenDocsError
 from .published import known_model_ids
+
+#: What to do about a file error (a folder that cannot be made or read), per command.
+_FILE_FIXES = {
+    "standins": "pass a --cache-dir you can create and write (or set $QWEN_DOCS_CACHE)",
+    "env": "check that HF_HUB_CACHE (or HF_HOME) names a folder you can read",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,6 +26,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _folder(text: str) -> Path:
+    """A folder argument; an empty one (which would mean the current directory) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path would write into the current directory; name a folder")
+    return Path(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         help="make model ids loadable offline from a private hub cache (real weights linked, else stand-ins)",
     )
     standins.add_argument(
-        "--cache-dir", type=Path, help="private cache folder (default: $QWEN_DOCS_CACHE or ./.cache/qwen-docs)"
+        "--cache-dir", type=_folder, help="private cache folder (default: $QWEN_DOCS_CACHE or ./.cache/qwen-docs)"
     )
     standins.add_argument(
         "--model", action="append", dest="models", metavar="ID", choices=known_model_ids(),
@@ -56,7 +71,7 @@ def _standins(args: argparse.Namespace) -> int:
     )
     for resolved in results:
         print(f"{resolved.model_id}\t{resolved.weights}\t{resolved.snapshot}")
-    exports = " ".join(f"{key}={value}" for key, value in offline_env(cache_dir).items())
+    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in offline_env(cache_dir).items())
     print(f"# load them offline with: export {exports}", file=sys.stderr)
     return 0
 
@@ -74,7 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"standins": _standins, "env": _env}[args.command](args)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except QwenDocsError as error:  # already "<problem>: <fix>"
+        print(f"qwen-docs {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # e.g. "[Errno 2] No such file or directory: '/proc/nope'": name the path, say the fix
+        where = f": {error.filename}" if error.filename else ""
+        problem = f"{error.strerror}{where}" if error.strerror else str(error)
+        print(f"qwen-docs {args.command}: error: {problem}: {_FILE_FIXES[args.command]}", file=sys.stderr)
+        return 1
+    except (ValueError, KeyError, RuntimeError) as error:
         print(f"qwen-docs {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

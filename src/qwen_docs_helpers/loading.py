@@ -129,15 +129,20 @@ def _not_available(model_id: str) -> ModelNotAvailableError | None:
     )
 
 
+#: The dtypes weights can be loaded in; float8 and other storage-only types need a quantization config instead.
+_LOAD_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float64})
+
+
 def _check_dtype(dtype: object) -> str | torch.dtype:
-    """``"auto"`` or a torch floating-point dtype, given as such or by name (``"bfloat16"``)."""
-    if dtype == "auto":
+    """``"auto"`` or a torch dtype of :data:`_LOAD_DTYPES`, given as such or by name (``"bfloat16"``)."""
+    if isinstance(dtype, str) and dtype == "auto":
         return "auto"
     value = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-    if not isinstance(value, torch.dtype) or not value.is_floating_point:
-        raise InvalidArgumentError(f"dtype={dtype!r} is not a torch floating-point dtype",
-                                   "pass 'auto', torch.bfloat16, torch.float16 or torch.float32 (or a name such "
-                                   "as 'bfloat16')")
+    if not isinstance(value, torch.dtype) or value not in _LOAD_DTYPES:
+        raise InvalidArgumentError(f"dtype={dtype!r} is not a dtype load_model can load weights in",
+                                   "pass 'auto', torch.bfloat16, torch.float16, torch.float32 or torch.float64 (or "
+                                   "a name such as 'bfloat16'); for 8- or 4-bit weights pass quantization='int8' or "
+                                   "'nf4'")
     return value
 
 
@@ -187,7 +192,7 @@ def load_model(
     - ``quantization`` is a preset of :func:`~qwen_docs_helpers.quantization.bnb_config` (``"nf4"``,
       ``"int8"``; 4-bit compute runs in ``dtype`` when that is a torch dtype, else bfloat16) or a
       ``BitsAndBytesConfig``; :class:`QuantizationUnavailableError` when bitsandbytes cannot run here.
-    - ``dtype`` is ``"auto"`` (the checkpoint's) or a torch floating-point dtype, or its name.
+    - ``dtype`` is ``"auto"`` (the checkpoint's) or torch.bfloat16, float16, float32 or float64, or its name.
     - A missing folder, an id missing from the cache offline, or a folder without tokenizer files raises
       :class:`ModelNotAvailableError`.
 

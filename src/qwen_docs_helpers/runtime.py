@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .published import known_model_ids
-from .standins import resolve_in_hub
+from .standins import UnreadableEntryError, resolve_in_hub
 
 _VERSIONED = ("torch", "transformers", "accelerate", "bitsandbytes")
 
@@ -55,9 +55,10 @@ class Runtime:
     accelerator: str  # "cuda" or "cpu"
     python: str
     versions: dict[str, str | None]
-    weights: dict[str, str]  # model id -> "real", "standin" or "missing"
+    weights: dict[str, str]  # model id -> "real", "standin", "missing" or "unreadable" (a damaged cache entry)
     offline: bool
     date: str = field(default_factory=lambda: dt.date.today().isoformat())
+    hub_cache: str = field(default_factory=lambda: str(active_hub_cache()))  # where the weights were looked up
 
     @property
     def uses_standins(self) -> bool:
@@ -71,7 +72,7 @@ class Runtime:
             f"python: {self.python}",
             *(f"{name}: {version or 'not installed'}" for name, version in self.versions.items()),
             f"hub offline: {'yes' if self.offline else 'no'}",
-            f"hub cache: {active_hub_cache()}",
+            f"hub cache: {self.hub_cache}",
             *(f"weights {model_id}: {source}" for model_id, source in self.weights.items()),
         ]
         return "\n".join(lines)
@@ -139,7 +140,10 @@ def peak_memory() -> PeakMemory:
     return PeakMemory(ram_bytes=ram, gpu_bytes=gpu)
 
 
-_WEIGHT_WORDS = {"real": "real weights", "standin": "stand-in (random weights)", "missing": "not available"}
+_WEIGHT_WORDS = {
+    "real": "real weights", "standin": "stand-in (random weights)", "missing": "not available",
+    "unreadable": "not available (damaged cache entry)",
+}
 
 
 def describe_runtime(model_ids: Iterable[str] | None = None) -> Runtime:
@@ -153,7 +157,12 @@ def describe_runtime(model_ids: Iterable[str] | None = None) -> Runtime:
     hub = active_hub_cache()
     weights: dict[str, str] = {}
     for model_id in model_ids if model_ids is not None else known_model_ids():
-        resolved = resolve_in_hub(model_id, hub)
+        try:
+            resolved = resolve_in_hub(model_id, hub)
+        except UnreadableEntryError as error:  # a description must not fail: say which file, go on
+            print(f"warning: {error}", file=sys.stderr)
+            weights[model_id] = "unreadable"
+            continue
         weights[model_id] = resolved.weights if resolved else "missing"
     return Runtime(
         device=device,
@@ -162,6 +171,7 @@ def describe_runtime(model_ids: Iterable[str] | None = None) -> Runtime:
         versions={name: _version(name) for name in _VERSIONED},
         weights=weights,
         offline=os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"},
+        hub_cache=str(hub),
     )
 
 

@@ -116,27 +116,85 @@ def is_standin(config: PretrainedConfig | dict) -> bool:
     return STANDIN_MARKER in values
 
 
+class UnreadableEntryError(InvalidArgumentError):
+    """A hub-cache file (``refs/main``, ``config.json``, the shard index) cannot be read or is not what it should be;
+    ``path`` is that file, and the message names it."""
+
+    def __init__(self, problem: str, fix: str, path: Path | None = None) -> None:
+        super().__init__(problem, fix)
+        self.path = path
+
+    def __reduce__(self) -> tuple[type[UnreadableEntryError], tuple[str, str, Path | None]]:
+        return type(self), (self.problem, self.fix, self.path)
+
+
+def _unreadable(path: Path, error: Exception | str) -> UnreadableEntryError:
+    reason = error if isinstance(error, str) else getattr(error, "strerror", None) or str(error)
+    return UnreadableEntryError(
+        f"{path} cannot be read ({reason})",
+        "run `qwen-docs standins` to rebuild a stand-in or link of the private cache; in another cache, delete "
+        "that model's models--... folder and download it again",
+        path,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a cache file, or :class:`UnreadableEntryError` naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _unreadable(path, error) from error
+    if not isinstance(value, dict):
+        raise _unreadable(path, f"a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def _snapshot(repo: Path) -> Path | None:
-    """The snapshot ``refs/main`` points at, if the repo folder holds a complete one."""
+    """The snapshot ``refs/main`` points at, if the repo folder holds a complete one.
+
+    Raises :class:`UnreadableEntryError` naming the file when ``refs/main``, ``config.json`` or the shard index
+    cannot be read."""
     ref = repo / "refs" / "main"
     if not ref.is_file():
         return None
-    snapshot = repo / "snapshots" / ref.read_text().strip()
+    try:
+        revision = ref.read_text().strip()
+    except (OSError, ValueError) as error:
+        raise _unreadable(ref, error) from error
+    if not revision or "/" in revision or revision in {".", ".."}:
+        raise _unreadable(ref, f"{revision!r} is not a revision")
+    snapshot = repo / "snapshots" / revision
     if not (snapshot / "config.json").is_file():
         return None
+    _read_json(snapshot / "config.json")
     index = snapshot / "model.safetensors.index.json"
     if index.is_file():
-        shards = set(json.loads(index.read_text())["weight_map"].values())
-        complete = all((snapshot / shard).is_file() for shard in shards)
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+            raise _unreadable(index, "no weight_map of tensor names to shard files")
+        complete = all((snapshot / shard).is_file() for shard in set(weight_map.values()))
     else:
         complete = (snapshot / "model.safetensors").is_file()
     return snapshot if complete else None
 
 
 def find_real_snapshot(model_id: str, cache: Path | None = None) -> Path | None:
-    """A complete snapshot of real safetensors weights for ``model_id`` in the user's cache, if any."""
-    snapshot = _snapshot((cache or user_hub_cache()) / repo_folder_name(model_id))
-    if snapshot is None or is_standin(json.loads((snapshot / "config.json").read_text())):
+    """A complete snapshot of real safetensors weights for ``model_id`` in the user's cache, if any.
+
+    A file of that entry that cannot be read raises :class:`UnreadableEntryError` naming it (the user's cache is
+    never modified): silently building a stand-in instead would put random text where real weights were meant.
+    """
+    repo = (cache or user_hub_cache()) / repo_folder_name(model_id)
+    try:
+        snapshot = _snapshot(repo)
+    except UnreadableEntryError as error:
+        raise UnreadableEntryError(
+            error.problem,
+            f"your Hugging Face cache's copy of {model_id} is damaged (it is left as it is): delete {repo} and "
+            f"download it again (hf download {model_id}), or pass --no-real (use_real=False) to use a stand-in",
+            error.path,
+        ) from error
+    if snapshot is None or is_standin(_read_json(snapshot / "config.json")):
         return None
     return snapshot
 
@@ -147,14 +205,17 @@ def resolve(model_id: str, cache_dir: Path | None = None) -> Resolved | None:
 
 
 def resolve_in_hub(model_id: str, hub: Path) -> Resolved | None:
-    """What ``model_id`` resolves to in any hub cache folder (``None`` when missing, incomplete or stale)."""
+    """What ``model_id`` resolves to in any hub cache folder (``None`` when missing, incomplete or stale).
+
+    Raises :class:`UnreadableEntryError` naming the file when one of the entry's files cannot be read."""
     snapshot = _snapshot(hub / repo_folder_name(model_id))
     if snapshot is None:
         return None
-    config = json.loads((snapshot / "config.json").read_text())
+    config = _read_json(snapshot / "config.json")
     if not is_standin(config):
         return Resolved(model_id, "real", snapshot)
-    if config[STANDIN_MARKER].get("version") != STANDIN_VERSION:
+    marker = config[STANDIN_MARKER]
+    if not isinstance(marker, dict) or marker.get("version") != STANDIN_VERSION:
         return None
     return Resolved(model_id, "standin", snapshot)
 
@@ -201,8 +262,14 @@ def _quiet_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _revision(model_id: str) -> str:
-    return hashlib.sha1(f"{model_id}:standin:{STANDIN_VERSION}".encode()).hexdigest()
+def _revision(model_id: str, version: int = STANDIN_VERSION) -> str:
+    return hashlib.sha1(f"{model_id}:standin:{version}".encode()).hexdigest()
+
+
+def _standin_revisions(entry: Path) -> set[str]:
+    """The snapshot names this tool gives stand-ins of the entry's model id (every format version so far)."""
+    model_id = entry.name.removeprefix("models--").replace("--", "/")
+    return {_revision(model_id, version) for version in range(1, STANDIN_VERSION + 1)}
 
 
 @contextlib.contextmanager
@@ -242,13 +309,18 @@ def _is_standin_snapshot(snapshot: Path) -> bool:
 
 def replaceable(entry: Path) -> bool:
     """Whether a private-cache entry may be replaced: missing, a link (to real weights), or a folder with no
-    weights but stand-ins (e.g. one left by an older crashed run). Hub downloads (``blobs/``) and any other
+    weights but stand-ins (marked in their config, or in a snapshot named as this tool names them; e.g. one left
+    by an older crashed run). Hub downloads (``blobs/``) and any other
     weights are never replaced, so nothing that this tool did not write is ever deleted."""
     if entry.is_symlink() or not entry.exists():
         return True
     if not entry.is_dir() or any((entry / "blobs").glob("*")):
         return False
-    ours = {snapshot for snapshot in (entry / "snapshots").glob("*") if _is_standin_snapshot(snapshot)}
+    revisions = _standin_revisions(entry)  # ours even when its config.json was damaged
+    ours = {
+        snapshot for snapshot in (entry / "snapshots").glob("*")
+        if snapshot.name in revisions or _is_standin_snapshot(snapshot)
+    }
     return not any(path.suffix in _WEIGHT_SUFFIXES and ours.isdisjoint(path.parents) for path in entry.rglob("*"))
 
 
@@ -272,6 +344,13 @@ def _link_real(real: Path, final: Path, current: Resolved | None) -> None:
     _replace_atomically(staging, final)
 
 
+def _umask() -> int:
+    """This process's umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_standin(model_id: str, final: Path) -> None:
     """Build a stand-in in a staging folder and rename it into place (nothing half-written is left)."""
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=final.parent))
@@ -280,6 +359,7 @@ def _write_standin(model_id: str, final: Path) -> None:
         write_standin_snapshot(model_id, staging / "snapshots" / revision, _shared_tokenizer())
         (staging / "refs").mkdir()
         (staging / "refs" / "main").write_text(revision)
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the rest of the cache follows the umask
         _replace_atomically(staging, final)
     except BaseException:  # interrupted or failed: drop the half-written copy, keep the old entry
         shutil.rmtree(staging, ignore_errors=True)
@@ -292,15 +372,26 @@ def _prepare_one(model_id: str, hub: Path, real_cache: Path, use_real: bool, for
 
     ``say`` reports progress."""
     final = hub / repo_folder_name(model_id)
-    current = resolve_in_hub(model_id, hub)
+    try:
+        current = resolve_in_hub(model_id, hub)
+        unreadable = None
+    except UnreadableEntryError as error:  # counts as incomplete: rebuilt below if it is ours to replace
+        current, unreadable = None, error
     if not replaceable(final):
         if use_real and current is not None and current.weights == "real":
             say(f"{model_id}: real weights already in the private cache at {current.snapshot}, kept")
             return current
+        if unreadable is not None:
+            raise InvalidArgumentError(
+                f"{unreadable.problem}, in {final}, which holds weights qwen-docs did not write",
+                "it is never replaced or deleted: fix or delete that file (or the folder), or pass another --cache-dir",
+            )
         raise InvalidArgumentError(
             f"{final} holds weights qwen-docs did not write (downloaded into the private cache?) and cannot be used",
             "it is never replaced or deleted: move it into your own hub cache, or pass another --cache-dir",
         )
+    if unreadable is not None:
+        say(f"{model_id}: {unreadable.problem}; replacing the entry")
     real = find_real_snapshot(model_id, real_cache) if use_real else None
     if real is not None:
         _link_real(real, final, current)
