@@ -62,6 +62,7 @@ class Runtime:
 
     @property
     def uses_standins(self) -> bool:
+        """Whether any model id ran on a stand-in (random weights): its generated text is noise."""
         return "standin" in self.weights.values()
 
     def as_text(self) -> str:
