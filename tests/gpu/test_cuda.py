@@ -36,20 +36,22 @@ def _load(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
     return load_model(model_id, dtype=torch.bfloat16, device_map="cuda", **kwargs)
 
 
-@pytest.fixture(scope="module")
-def dense_cuda(standin_hub: dict) -> Iterator[tuple[Any, Any]]:
-    model, tokenizer = _load(DENSE_ID)
+def _held(model_id: str) -> Iterator[tuple[Any, Any]]:
+    """A stand-in in bf16 on the GPU while the fixture lives, freed afterwards."""
+    model, tokenizer = _load(model_id)
     yield model, tokenizer
     del model
     torch.cuda.empty_cache()
+
+
+@pytest.fixture(scope="module")
+def dense_cuda(standin_hub: dict) -> Iterator[tuple[Any, Any]]:
+    yield from _held(DENSE_ID)
 
 
 @pytest.fixture(scope="module")
 def moe_cuda(standin_hub: dict) -> Iterator[tuple[Any, Any]]:
-    model, tokenizer = _load(MOE_ID)
-    yield model, tokenizer
-    del model
-    torch.cuda.empty_cache()
+    yield from _held(MOE_ID)
 
 
 @pytest.fixture
