@@ -7,6 +7,7 @@
 - ``dead_kernel``: a kernel that dies while a page runs, or as it starts, fails that page, not the build;
 - ``stderr``: a cell that writes to stderr fails the build, at the cell's own line;
 - ``streams``: text a cell prints in pieces (``TextStreamer``) renders joined, as a terminal shows it;
+- ``cells``: which doctree nodes are code cells, and their tags (shared by the transforms);
 - ``cell_errors``: a failed cell (or one whose kernel died) is reported with its page and line;
 - ``downloads``: each executed page offers its notebook and its Python;
 - ``hf_docstrings``: transformers' Markdown docstrings render as valid reST in the API reference.

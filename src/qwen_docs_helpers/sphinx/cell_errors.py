@@ -23,7 +23,8 @@ from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
 from . import dead_kernel
-from .stamp import STAMP_TAG
+from .cells import cell_tags, is_code_cell
+from .stamp import is_stamp_cell
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,9 @@ _FAILED_SOURCE = re.compile(r"executing the following cell:\n-+\n(.*?)\n-+\n", r
 EXPECTED_ERROR_TAG = "raises-exception"
 
 
-def _is_code_cell(node: nodes.Node) -> bool:
+def _is_authors_cell(node: nodes.Node) -> bool:
     """A code cell of the page's author: the stamp cell the site adds is not counted ("code cell N")."""
-    return (isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
-            and STAMP_TAG not in node.get("cell_metadata", {}).get("tags", []))
+    return is_code_cell(node) and not is_stamp_cell(node)
 
 
 def error_line(traceback: str) -> str:
@@ -71,12 +71,12 @@ class ReportFailedCells(SphinxTransform):
 
         data = NbMetadataCollector.get_exec_data(self.env, self.env.docname) or {}
         failure = _FAILURES.get(data.get("error") or "", f"stopped the page with {data.get('error')}")
-        cells = list(self.document.findall(_is_code_cell))
+        cells = list(self.document.findall(_is_authors_cell))
         if data.get("error") == dead_kernel.ENAME:
             self._report_death(cells, data.get("traceback") or "")
             return
         for number, cell in enumerate(cells, start=1):
-            if EXPECTED_ERROR_TAG in cell.get("cell_metadata", {}).get("tags", []):
+            if EXPECTED_ERROR_TAG in cell_tags(cell):
                 continue
             for block in cell.findall(nodes.literal_block):
                 if "traceback" in block.get("classes", []):

@@ -41,7 +41,8 @@ from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
-from .stamp import STAMP_TAG
+from .cells import is_code_cell
+from .stamp import STAMP_TAG, is_stamp_cell
 
 logger = logging.getLogger(__name__)
 
@@ -243,14 +244,6 @@ def executed_notebook(path: Path, *, method: str | None, cache_path: str | None)
     return notebook
 
 
-def _is_code_cell(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
-
-
-def _is_stamp_cell(node: nodes.Node) -> bool:
-    return _is_code_cell(node) and STAMP_TAG in node.get("cell_metadata", {}).get("tags", [])
-
-
 def _link(target: Path, srcdir: Path, text: str) -> addnodes.download_reference:
     # as myst-nb's {nb-download}: a leading "/" makes Sphinx read the path from the source folder
     reftarget = target.as_posix() if os.name == "nt" else "/" + os.path.relpath(target, srcdir)
@@ -285,7 +278,7 @@ class AddDownloadLinks(SphinxTransform):
         folder.mkdir(parents=True, exist_ok=True)
         notebook_path, script_path = folder / f"{name}.ipynb", folder / f"{name}.py"
         nbformat.write(notebook, notebook_path)
-        cells = {cell["cell_index"]: cell for cell in self.document.findall(_is_code_cell) if "cell_index" in cell}
+        cells = {cell["cell_index"]: cell for cell in self.document.findall(is_code_cell) if "cell_index" in cell}
         places = {index: _place(cell) for index, cell in cells.items()}
         title = next((section[0].astext() for section in self.document.findall(nodes.section)), "")
         script = script_from_notebook(notebook, title=title, places=places)
@@ -310,7 +303,7 @@ class AddDownloadLinks(SphinxTransform):
         self._insert(paragraph)
 
     def _insert(self, paragraph: nodes.paragraph) -> None:
-        stamp = next(iter(self.document.findall(_is_stamp_cell)), None)
+        stamp = next(iter(self.document.findall(is_stamp_cell)), None)
         if stamp is not None:
             stamp.parent.insert(stamp.parent.index(stamp) + 1, paragraph)
             return

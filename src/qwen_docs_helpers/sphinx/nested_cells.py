@@ -38,6 +38,8 @@ from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from .cells import is_code_cell
+
 logger = logging.getLogger(__name__)
 
 #: Cell-metadata key naming the placeholder a hoisted cell belongs in.
@@ -261,11 +263,7 @@ class NestedCellSlot(SphinxDirective):
 
 
 def _is_slotted_cell(node: nodes.Node) -> bool:
-    return (
-        isinstance(node, nodes.container)
-        and node.get("nb_element") == "cell_code"
-        and SLOT_KEY in (node.get("cell_metadata") or {})
-    )
+    return is_code_cell(node) and SLOT_KEY in (node.get("cell_metadata") or {})
 
 
 def _restore_lines(document: nodes.document, origin: list[int]) -> None:
@@ -294,17 +292,13 @@ def cell_fence_lines(text: str, origin: list[int] | None, config: Any, path: Any
 
 def _set_cell_lines(document: nodes.document, fences: dict[int, int]) -> None:
     """Give every code cell, and every node inside it, the line of the cell's opening fence."""
-    for cell in document.findall(_is_code_cell):
+    for cell in document.findall(is_code_cell):
         line = fences.get(cell.get("cell_index", -1))
         if line is None:
             continue
         for node in cell.findall(nodes.Element):
             if node.line is not None or node is cell:
                 node.line = line
-
-
-def _is_code_cell(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
 
 
 class PlaceNestedCells(SphinxTransform):

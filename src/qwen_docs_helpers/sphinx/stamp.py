@@ -19,6 +19,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 
 from ..published import known_model_ids
+from .cells import cell_tags, is_code_cell
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +50,9 @@ def add_stamp(app: Sphinx, docname: str, source: list[str]) -> None:
         source[0] = source[0].rstrip("\n") + "\n" + stamp_cell(models_named(source[0]))
 
 
-def _is_stamp_cell(node: nodes.Node) -> bool:
-    return (
-        isinstance(node, nodes.container)
-        and node.get("nb_element") == "cell_code"
-        and STAMP_TAG in node.get("cell_metadata", {}).get("tags", [])
-    )
+def is_stamp_cell(node: nodes.Node) -> bool:
+    """The hidden cell that prints the stamp (added to every executed page, not written by its author)."""
+    return is_code_cell(node) and STAMP_TAG in cell_tags(node)
 
 
 class MoveStampUnderTitle(Transform):
@@ -63,7 +61,7 @@ class MoveStampUnderTitle(Transform):
     default_priority = 200
 
     def apply(self, **kwargs: Any) -> None:
-        cell = next(iter(self.document.findall(_is_stamp_cell)), None)
+        cell = next(iter(self.document.findall(is_stamp_cell)), None)
         if cell is None:
             return
         section = next(iter(self.document.findall(nodes.section)), None)

@@ -18,11 +18,9 @@ from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
+from .cells import is_code_cell
+
 logger = logging.getLogger(__name__)
-
-
-def _is_code_cell(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
 
 
 def _is_stderr(node: nodes.Node) -> bool:
@@ -43,7 +41,7 @@ class WarnOnStderr(SphinxTransform):
     def apply(self, **kwargs: Any) -> None:
         if self.config.qwen_docs_stderr != "warn":
             return
-        for cell in self.document.findall(_is_code_cell):
+        for cell in self.document.findall(is_code_cell):
             if shows_stderr_on_purpose(cell):
                 continue
             stderr = next(iter(cell.findall(_is_stderr)), None)

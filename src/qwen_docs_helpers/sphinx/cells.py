@@ -1,0 +1,15 @@
+"""The code cells of a page as myst-nb renders them into the doctree, for the extension's transforms."""
+
+from __future__ import annotations
+
+from docutils import nodes
+
+
+def is_code_cell(node: nodes.Node) -> bool:
+    """A rendered code cell: myst-nb's container holding the cell's source and outputs."""
+    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
+
+
+def cell_tags(cell: nodes.Element) -> list[str]:
+    """The tags of a rendered code cell (its ``:tags:`` option)."""
+    return list((cell.get("cell_metadata") or {}).get("tags", []))
