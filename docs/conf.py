@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qwen_docs_helpers.speed import results_dir  # where the speed page reads benchmark results
+
 DOCS = Path(__file__).parent
 
 project = "qwen-docs"
@@ -29,10 +31,7 @@ myst_heading_anchors = 3
 nb_execution_mode = os.environ.get("QWEN_DOCS_EXECUTION", "cache")
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 # Files cells read: a change re-executes the pages (new benchmark results reach the speed page).
-qwen_docs_data_files = [
-    "data/**/*",
-    str(Path(os.environ.get("QWEN_DOCS_BENCHMARK_RESULTS") or DOCS.parent / "benchmarks" / "results") / "*.json"),
-]
+qwen_docs_data_files = ["data/**/*", str(results_dir() / "*.json")]
 nb_execution_timeout = int(os.environ.get("QWEN_DOCS_CELL_TIMEOUT", "300"))
 nb_execution_raise_on_error = False  # keep going: qwen_docs_helpers names each failed cell with its line
 nb_execution_show_tb = False
