@@ -37,9 +37,10 @@ def install(session: nox.Session, extras: str) -> None:
 
 @nox.session(venv_params=VENV_PARAMS)
 def tests(session: nox.Session) -> None:
-    """Lint, then the unit and Sphinx-extension tests (pass pytest arguments after --)."""
+    """Lint and type-check, then the unit and Sphinx-extension tests (pass pytest arguments after --)."""
     install(session, "test,docs,quant")
     session.run("ruff", "check", "src", "tests", "benchmarks", "tools", "noxfile.py", "docs/conf.py")
+    session.run("mypy")  # the package ships py.typed: pyproject's [tool.mypy] checks it strictly
     session.run("pytest", "--ignore=tests/browser", *session.posargs)  # those run in the browser session
 
 

@@ -13,10 +13,11 @@ runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from qwen_docs_helpers import checks
 from qwen_docs_helpers.chat import encode_chat, generate_replies, reply
@@ -32,6 +33,7 @@ CONVERSATIONS = [
 ]
 MAX_NEW_TOKENS = 16
 FP32_ATOL = 1e-4
+DENSE_ID = "Qwen/Qwen2-7B-Instruct"
 ASSISTANT_PROMPT = [151644, 77091, 198]  # "<|im_start|>assistant\n"
 
 # The stand-ins' generation config asks for sampling; these tests turn it off, which transformers notes.
@@ -230,3 +232,19 @@ def test_arguments_the_helpers_would_get_wrong_are_refused(no_generate: tuple) -
     with pytest.raises(InvalidArgumentError, match=r"^max_length") as caught:
         reply(model, tokenizer, CONVERSATIONS[0], max_length=5)
     assert "max_new_tokens" in caught.value.fix
+
+
+def test_a_model_without_the_token_head_is_refused_in_one_line(standin_hub: dict[str, Path]) -> None:
+    from transformers import AutoModel
+
+    from qwen_docs_helpers.fast import FastGenerator
+    from qwen_docs_helpers.streaming import stream_reply
+
+    bare = AutoModel.from_pretrained(standin_hub[DENSE_ID])  # Qwen2Model: no lm_head, no generate
+    tokenizer = AutoTokenizer.from_pretrained(standin_hub[DENSE_ID])
+    for attempt in (lambda: reply(bare, tokenizer, CONVERSATIONS[0]),
+                    lambda: stream_reply(bare, tokenizer, CONVERSATIONS[0]),
+                    lambda: FastGenerator(bare, tokenizer)):
+        with pytest.raises(InvalidArgumentError, match=r"Qwen2Model cannot generate.*AutoModelForCausalLM") as info:
+            attempt()
+        assert "\n" not in str(info.value)

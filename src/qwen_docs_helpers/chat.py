@@ -14,7 +14,13 @@ from typing import Any
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import InvalidArgumentError
-from .validation import validate_batch, validate_max_new_tokens, validate_messages, validate_reply_kwargs
+from .validation import (
+    generate_method,
+    validate_batch,
+    validate_max_new_tokens,
+    validate_messages,
+    validate_reply_kwargs,
+)
 
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "encode_chat", "generate_replies", "reply"]
 
@@ -38,18 +44,20 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conv
     if len(texts) > 1 and tokenizer.pad_token is None:
         raise InvalidArgumentError("the tokenizer has no pad token, so a batch cannot be padded",
                                    "set tokenizer.pad_token (Qwen's is '<|endoftext|>') or send one conversation")
-    return tokenizer(texts, padding=len(texts) > 1, padding_side="left", add_special_tokens=False,
-                     return_tensors="pt")
+    encoded: BatchEncoding = tokenizer(texts, padding=len(texts) > 1, padding_side="left", add_special_tokens=False,
+                                       return_tensors="pt")
+    return encoded
 
 
 def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation],
               max_new_tokens: int, generate_kwargs: dict[str, Any]) -> list[str]:
+    generate = generate_method(model)
     validate_reply_kwargs(generate_kwargs)
     inputs = encode_chat(tokenizer, conversations).to(model.device)
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
         generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
     generate_kwargs.setdefault("tokenizer", tokenizer)  # generate needs it for stop_strings
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+    output = generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
     sequences = getattr(output, "sequences", output)  # a GenerateOutput with return_dict_in_generate=True
     new_tokens = sequences[:, inputs["input_ids"].shape[1]:]
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

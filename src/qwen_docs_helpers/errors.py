@@ -34,7 +34,7 @@ class QwenDocsError(Exception):
         self.fix = _one_line(fix)
         super().__init__(f"{self.problem}: {self.fix}")
 
-    def __reduce__(self) -> tuple[type[QwenDocsError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[QwenDocsError], tuple[object, ...]]:
         # Rebuild from the two parts (the default would call cls(message) and lose the split), so errors
         # survive pickling, e.g. on their way back from a worker process.
         return type(self), (self.problem, self.fix)

@@ -42,7 +42,13 @@ from transformers import CompileConfig, GenerationConfig, PreTrainedModel, PreTr
 
 from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
 from .errors import InvalidArgumentError
-from .validation import validate_batch, validate_max_new_tokens, validate_messages, validate_reply_kwargs
+from .validation import (
+    generate_method,
+    validate_batch,
+    validate_max_new_tokens,
+    validate_messages,
+    validate_reply_kwargs,
+)
 
 __all__ = [
     "COMPILING_DEVICES",
@@ -153,6 +159,7 @@ class FastGenerator:
         self.buckets = _check_buckets(buckets) if buckets is not None else None
         self.attn_implementation = attn_implementation
         self.experts_implementation = experts_implementation if _has_experts(model) else None
+        self._generate = generate_method(model)
         device_type = model.device.type
         if isinstance(compile, CompileConfig):
             config: CompileConfig | None = copy.deepcopy(compile)
@@ -161,7 +168,7 @@ class FastGenerator:
         else:
             config = None
         if config is not None and device_type not in COMPILING_DEVICES:
-            config._compile_all_devices = True  # transformers' switch for compiling on CPU
+            config._compile_all_devices = True  # type: ignore[assignment]  # transformers' switch for compiling on CPU
         self.compile_config = config
         #: batch size (sequences in the cache) -> (cache length, the static cache reused by the calls of that size)
         self._caches: dict[int, tuple[int, StaticCache]] = {}
@@ -256,7 +263,7 @@ class FastGenerator:
         cache = self.static_cache(input_ids.shape[0] * copies, max(max_length - 1, length))
         config.cache_implementation = None  # the cache is passed in: generate refuses both
         with self.implementations():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+            output = self._generate(input_ids=input_ids, attention_mask=attention_mask,
                                          generation_config=config, past_key_values=cache, **others)
         if isinstance(output, torch.Tensor):
             return output[:, added:]
@@ -271,7 +278,7 @@ class FastGenerator:
         if min_length:
             config.min_length = min_length + added
         if config.max_new_tokens is not None:
-            return length + config.max_new_tokens
+            return length + int(config.max_new_tokens)
         max_length = config.max_length if config.max_length is not None else fallback.max_length
         if max_length is None:  # generate's model-agnostic default, in new tokens
             return length + _DEFAULT_MAX_LENGTH
@@ -279,7 +286,7 @@ class FastGenerator:
             raise InvalidArgumentError(f"the prompt has {length - added} tokens, not fewer than the generation "
                                        f"config's max_length={max_length}", "pass max_new_tokens")
         config.max_length = max_length + added
-        return config.max_length
+        return int(config.max_length)
 
     def _tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:

@@ -40,7 +40,7 @@ def _check_preset(preset: str) -> Preset:
     if preset not in PRESETS:
         raise InvalidArgumentError(f"unknown quantization preset {preset!r}",
                                    f"use one of {', '.join(repr(p) for p in PRESETS)} or pass a BitsAndBytesConfig")
-    return preset  # type: ignore[return-value]
+    return preset
 
 
 def bnb_config(preset: Preset, *, model_type: str | None = None,

@@ -209,7 +209,7 @@ def weight_bytes(config: PretrainedConfig, weight_format: WeightFormat = "bf16")
 
 def kv_cache_bytes_per_token(config: PretrainedConfig, dtype_bytes: int = _BF16) -> int:
     """KV-cache bytes per token of context for one sequence: keys and values of every layer."""
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * _head_dim(config) * dtype_bytes
+    return int(2 * config.num_hidden_layers * config.num_key_value_heads * _head_dim(config) * dtype_bytes)
 
 
 def _expected_experts(experts: int, top_k: int, batch: int) -> float:
@@ -333,7 +333,8 @@ class BenchmarkResults:
         versions = ", ".join(f"{name} {version}" for name, version in (p.get("versions") or {}).items() if version)
         driver = f", driver {p['driver']}" if p.get("driver") else ""
         mig = " (a MIG instance)" if str(p.get("mig_mode") or "").lower() == "enabled" else ""
-        dates = sorted({d for d in (_utc(row.get("date")) for row in self.rows) if d} or {_utc(p.get("date"))} - {None})
+        dates = sorted({d for d in (_utc(row.get("date")) for row in self.rows) if d}
+                       or {d for d in [_utc(p.get("date"))] if d})
         when = ("on an unknown date" if not dates else f"on {dates[0]}" if len(dates) == 1
                 else f"in {len(dates)} runs from {dates[0]} to {dates[-1]}")
         runs = dict.fromkeys((row.get("commit"), row.get("dirty", p.get("dirty"))) for row in self.rows)

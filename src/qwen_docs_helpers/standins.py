@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, QwenDocsError
 from .published import (
     known_model_ids,
     published_config,
@@ -110,7 +110,7 @@ def standin_config(model_id: str) -> PretrainedConfig:
     return published_config(model_id, **sizes, **marker, dtype="bfloat16")
 
 
-def is_standin(config: PretrainedConfig | dict) -> bool:
+def is_standin(config: PretrainedConfig | dict[str, Any]) -> bool:
     """Whether a model config (object or ``config.json`` dict) belongs to a stand-in."""
     values = config if isinstance(config, dict) else config.to_dict()
     return STANDIN_MARKER in values
@@ -124,7 +124,7 @@ class UnreadableEntryError(InvalidArgumentError):
         super().__init__(problem, fix)
         self.path = path
 
-    def __reduce__(self) -> tuple[type[UnreadableEntryError], tuple[str, str, Path | None]]:
+    def __reduce__(self) -> tuple[type[QwenDocsError], tuple[object, ...]]:
         return type(self), (self.problem, self.fix, self.path)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -26,7 +26,13 @@ from transformers import (
 
 from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
 from .errors import InvalidArgumentError, StreamTimeoutError
-from .validation import validate_max_new_tokens, validate_messages, validate_reply_kwargs, validate_timeout
+from .validation import (
+    generate_method,
+    validate_max_new_tokens,
+    validate_messages,
+    validate_reply_kwargs,
+    validate_timeout,
+)
 
 __all__ = ["ChatStream", "StopOnEvent", "stream_reply"]
 
@@ -42,11 +48,11 @@ class StopOnEvent(StoppingCriteria):
                           device=input_ids.device)
 
 
-def _generate_in_thread(model: PreTrainedModel, streamer: TextIteratorStreamer, errors: list[BaseException],
+def _generate_in_thread(generate: Callable[..., Any], streamer: TextIteratorStreamer, errors: list[BaseException],
                         generate_kwargs: dict[str, Any]) -> None:
     """Thread target. It holds no reference to the ChatStream, so an abandoned stream can be collected."""
     try:
-        model.generate(**generate_kwargs, streamer=streamer)
+        generate(**generate_kwargs, streamer=streamer)
     except BaseException as error:  # handed to the consumer, which re-raises it
         errors.append(error)
         # generate's own streamer.end() never ran: wake the consumer, which would otherwise wait forever.
@@ -75,7 +81,7 @@ class ChatStream(Iterator[str]):
         user_criteria = generate_kwargs.pop("stopping_criteria", None) or []
         generate_kwargs["stopping_criteria"] = StoppingCriteriaList([*user_criteria, StopOnEvent(self._stop)])
         self._thread = threading.Thread(
-            target=_generate_in_thread, args=(model, self._streamer, self._errors, generate_kwargs),
+            target=_generate_in_thread, args=(generate_method(model), self._streamer, self._errors, generate_kwargs),
             name="qwen-docs-stream", daemon=True,
         )
         self._thread.start()
@@ -86,7 +92,7 @@ class ChatStream(Iterator[str]):
     def __next__(self) -> str:
         while not self._finished:
             try:
-                piece = next(self._streamer)
+                piece: str = next(self._streamer)
             except queue.Empty:
                 # The thread is stuck inside a step, so joining it could block too: ask it to stop and leave.
                 self._finished = True

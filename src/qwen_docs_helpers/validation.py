@@ -8,14 +8,18 @@ index and say how to fix it, in one line. They only read their input: valid inpu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgumentError, InvalidMessagesError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 __all__ = [
     "ROLES",
+    "generate_method",
     "validate_batch",
     "validate_max_new_tokens",
     "validate_messages",
@@ -131,3 +135,14 @@ def validate_timeout(timeout: Any) -> float | None:
         raise InvalidArgumentError(f"timeout is {_kind(timeout)} ({timeout!r})",
                                    "pass a positive number of seconds, e.g. timeout=60, or None to wait forever")
     return float(timeout)
+
+
+def generate_method(model: PreTrainedModel) -> Callable[..., Any]:
+    """``model.generate``; a model without the head that predicts tokens (``AutoModel``) cannot generate."""
+    from transformers import GenerationMixin
+
+    if not isinstance(model, GenerationMixin):
+        raise InvalidArgumentError(f"{type(model).__name__} cannot generate text",
+                                   "load the model with AutoModelForCausalLM (AutoModel leaves out the token head)")
+    # transformers types generate's self as a Protocol that mypy cannot match with any model class
+    return model.generate  # type: ignore[misc]

@@ -23,7 +23,7 @@ from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
 from . import dead_kernel
-from .cells import cell_tags, is_code_cell
+from .cells import cell_tags, code_cells
 from .stamp import is_stamp_cell
 
 logger = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ _FAILED_SOURCE = re.compile(r"executing the following cell:\n-+\n(.*?)\n-+\n", r
 EXPECTED_ERROR_TAG = "raises-exception"
 
 
-def _is_authors_cell(node: nodes.Node) -> bool:
+def _is_authors_cell(cell: nodes.container) -> bool:
     """A code cell of the page's author: the stamp cell the site adds is not counted ("code cell N")."""
-    return is_code_cell(node) and not is_stamp_cell(node)
+    return not is_stamp_cell(cell)
 
 
 def error_line(traceback: str) -> str:
@@ -71,7 +71,7 @@ class ReportFailedCells(SphinxTransform):
 
         data = NbMetadataCollector.get_exec_data(self.env, self.env.docname) or {}
         failure = _FAILURES.get(data.get("error") or "", f"stopped the page with {data.get('error')}")
-        cells = list(self.document.findall(_is_authors_cell))
+        cells = list(code_cells(self.document, _is_authors_cell))
         if data.get("error") == dead_kernel.ENAME:
             self._report_death(cells, data.get("traceback") or "")
             return
@@ -90,7 +90,7 @@ class ReportFailedCells(SphinxTransform):
         if data.get("error") == "CellExecutionError":
             self._report_hidden_cell(data.get("traceback") or "")
 
-    def _report_death(self, cells: list[nodes.Element], traceback: str) -> None:
+    def _report_death(self, cells: list[nodes.container], traceback: str) -> None:
         """The running cell carries dead_kernel's error output; a hidden one is found in the page source."""
         marker = f"{dead_kernel.ENAME}: {dead_kernel.EVALUE}"
         for number, cell in enumerate(cells, start=1):

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TypeGuard
+
 from docutils import nodes
 
 
-def is_code_cell(node: nodes.Node) -> bool:
+def is_code_cell(node: nodes.Node) -> TypeGuard[nodes.container]:
     """A rendered code cell: myst-nb's container holding the cell's source and outputs."""
     return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code"
+
+
+def code_cells(
+    root: nodes.Node, where: Callable[[nodes.container], bool] = lambda cell: True
+) -> Iterator[nodes.container]:
+    """The code cells under ``root``, in document order (those ``where`` accepts)."""
+    return (node for node in root.findall(nodes.container) if is_code_cell(node) and where(node))
 
 
 def cell_tags(cell: nodes.Element) -> list[str]:

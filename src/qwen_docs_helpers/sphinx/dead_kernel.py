@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import atexit
 import functools
-from typing import Any
+from typing import Any, cast
 
 import nbclient.exceptions
 import nbformat
@@ -65,7 +65,7 @@ def as_cell_failure(client: NotebookClient) -> DeadKernelError:
         if later.cell_type == "code":
             later.outputs = []
             later.execution_count = None
-    return DeadKernelError.from_cell_and_msg(cell, output)
+    return cast(DeadKernelError, DeadKernelError.from_cell_and_msg(cell, output))  # typed as returning the base class
 
 
 def died_at_startup(client: NotebookClient, error: RuntimeError) -> bool:
@@ -90,7 +90,7 @@ def _reporting_death(execute: Any) -> Any:
             atexit.unregister(self._cleanup_kernel)
             raise as_cell_failure(self) from error
 
-    wrapper.reports_dead_kernel = True
+    wrapper.reports_dead_kernel = True  # type: ignore[attr-defined]  # marks the patch, so it is applied once
     return wrapper
 
 

@@ -41,7 +41,7 @@ from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
-from .cells import is_code_cell
+from .cells import code_cells
 from .stamp import STAMP_TAG, is_stamp_cell
 
 logger = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def _ancestors(node: nodes.Node) -> Iterable[nodes.Element]:
 
 def executed_notebook(path: Path, *, method: str | None, cache_path: str | None) -> nbformat.NotebookNode:
     """The notebook myst-nb wrote for a page, with the outputs the page shows, from its cache if need be."""
-    notebook = nbformat.read(path, as_version=4)
+    notebook: nbformat.NotebookNode = nbformat.read(path, as_version=4)
     if method == "cache" and cache_path:
         from jupyter_cache import get_cache
 
@@ -262,7 +262,7 @@ class AddDownloadLinks(SphinxTransform):
         executed = NbMetadataCollector.get_exec_data(self.env, docname)
         if not self.config.qwen_docs_downloads or not executed:
             return
-        nb_config = self.env.mystnb_config
+        nb_config = self.env.mystnb_config  # type: ignore[attr-defined]  # myst-nb adds it to the environment
         *folders, name = docname.split("/")
         written = Path(nb_config.output_folder, *folders, f"{name}.ipynb")
         if not written.is_file():
@@ -278,7 +278,7 @@ class AddDownloadLinks(SphinxTransform):
         folder.mkdir(parents=True, exist_ok=True)
         notebook_path, script_path = folder / f"{name}.ipynb", folder / f"{name}.py"
         nbformat.write(notebook, notebook_path)
-        cells = {cell["cell_index"]: cell for cell in self.document.findall(is_code_cell) if "cell_index" in cell}
+        cells = {cell["cell_index"]: cell for cell in code_cells(self.document) if "cell_index" in cell}
         places = {index: _place(cell) for index, cell in cells.items()}
         title = next((section[0].astext() for section in self.document.findall(nodes.section)), "")
         script = script_from_notebook(notebook, title=title, places=places)
@@ -303,7 +303,7 @@ class AddDownloadLinks(SphinxTransform):
         self._insert(paragraph)
 
     def _insert(self, paragraph: nodes.paragraph) -> None:
-        stamp = next(iter(self.document.findall(is_stamp_cell)), None)
+        stamp = next(code_cells(self.document, is_stamp_cell), None)
         if stamp is not None:
             stamp.parent.insert(stamp.parent.index(stamp) + 1, paragraph)
             return

@@ -38,7 +38,7 @@ from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
-from .cells import is_code_cell
+from .cells import code_cells
 
 logger = logging.getLogger(__name__)
 
@@ -262,8 +262,8 @@ class NestedCellSlot(SphinxDirective):
         return [node]
 
 
-def _is_slotted_cell(node: nodes.Node) -> bool:
-    return is_code_cell(node) and SLOT_KEY in (node.get("cell_metadata") or {})
+def _is_slotted_cell(cell: nodes.container) -> bool:
+    return SLOT_KEY in (cell.get("cell_metadata") or {})
 
 
 def _restore_lines(document: nodes.document, origin: list[int]) -> None:
@@ -292,7 +292,7 @@ def cell_fence_lines(text: str, origin: list[int] | None, config: Any, path: Any
 
 def _set_cell_lines(document: nodes.document, fences: dict[int, int]) -> None:
     """Give every code cell, and every node inside it, the line of the cell's opening fence."""
-    for cell in document.findall(is_code_cell):
+    for cell in code_cells(document):
         line = fences.get(cell.get("cell_index", -1))
         if line is None:
             continue
@@ -316,7 +316,7 @@ class PlaceNestedCells(SphinxTransform):
         slots: dict[str, nested_cell_slot] = {}
         for node in self.document.findall(nested_cell_slot):
             slots.setdefault(node["slot"], node)
-        for cell in list(self.document.findall(_is_slotted_cell)):
+        for cell in list(code_cells(self.document, _is_slotted_cell)):
             slot = cell["cell_metadata"][SLOT_KEY]
             placeholder = slots.pop(slot, None)
             if placeholder is None:
@@ -351,7 +351,7 @@ def _is_text_notebook(app: Sphinx, docname: str, text: str) -> bool:
     path = str(app.env.doc2path(docname))
     if any(path.endswith(suffix) for suffix in app.config.nb_custom_formats):
         return False
-    return is_myst_markdown_notebook(text)
+    return bool(is_myst_markdown_notebook(text))
 
 
 def _hoist_on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:

@@ -19,7 +19,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 
 from ..published import known_model_ids
-from .cells import cell_tags, is_code_cell
+from .cells import cell_tags, code_cells, is_code_cell
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class MoveStampUnderTitle(Transform):
     default_priority = 200
 
     def apply(self, **kwargs: Any) -> None:
-        cell = next(iter(self.document.findall(is_stamp_cell)), None)
+        cell = next(code_cells(self.document, is_stamp_cell), None)
         if cell is None:
             return
         section = next(iter(self.document.findall(nodes.section)), None)

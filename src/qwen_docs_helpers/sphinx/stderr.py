@@ -18,7 +18,7 @@ from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
-from .cells import is_code_cell
+from .cells import code_cells
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _is_stderr(node: nodes.Node) -> bool:
 
 def shows_stderr_on_purpose(cell: nodes.Element) -> bool:
     """Whether the cell's own options ask myst-nb to show its stderr (``output_stderr: show``)."""
-    options = cell.get("cell_metadata", {}).get("mystnb", {})
+    options = (cell.get("cell_metadata") or {}).get("mystnb")
     return isinstance(options, dict) and options.get("output_stderr") == "show"
 
 
@@ -41,7 +41,7 @@ class WarnOnStderr(SphinxTransform):
     def apply(self, **kwargs: Any) -> None:
         if self.config.qwen_docs_stderr != "warn":
             return
-        for cell in self.document.findall(is_code_cell):
+        for cell in code_cells(self.document):
             if shows_stderr_on_purpose(cell):
                 continue
             stderr = next(iter(cell.findall(_is_stderr)), None)

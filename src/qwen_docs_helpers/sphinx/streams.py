@@ -35,7 +35,8 @@ def merge_streams(outputs: list[NotebookNode]) -> list[NotebookNode]:
     """myst-nb's ``coalesce_streams`` on the joined chunks (what ``nb_merge_streams = True`` then renders)."""
     from myst_nb.core.utils import coalesce_streams
 
-    return coalesce_streams(join_stream_chunks(outputs))
+    merged: list[NotebookNode] = coalesce_streams(join_stream_chunks(outputs))
+    return merged
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
