@@ -40,6 +40,7 @@ nb_scroll_outputs = True  # long (stand-in) outputs scroll instead of stretching
 nb_output_stderr = "show"  # rendered, and then
 qwen_docs_stderr = "warn"  # stray stderr (progress bars, log noise) fails the -W build, at the cell's line
 nb_render_markdown_format = "myst"
+nb_render_plugin = "qwen_docs"  # error outputs: the error line first, frames folded (sphinx/error_outputs.py)
 
 html_theme = "furo"
 html_title = "qwen-docs"

@@ -26,7 +26,7 @@ def test_runtime_reports_standins_and_missing_models(standin_hub: dict[str, Path
     assert runtime.accelerator == "cpu" and runtime.offline
     assert runtime.versions["torch"] and runtime.versions["transformers"]
     stamp = runtime.as_markdown()
-    assert "Verified on" in stamp and runtime.device in stamp
+    assert "Executed on" in stamp and runtime.device in stamp
     assert "qd-standin-notice" in stamp and "random noise" in stamp
 
 

@@ -1,6 +1,6 @@
 """What a page or a bug report ran on: device, library versions, and real or stand-in weights per model.
 
-Executed pages print this as their "verified on" stamp, and ``qwen-docs env`` prints it for bug reports,
+Executed pages print this as their "executed on" stamp, and ``qwen-docs env`` prints it for bug reports,
 so the description is computed in one place from the live process, never typed by hand.
 """
 
@@ -83,7 +83,7 @@ class Runtime:
         versions = ", ".join(f"{name} {version}" for name, version in self.versions.items() if version)
         weights = "; ".join(f"`{model_id}`: {_WEIGHT_WORDS[source]}" for model_id, source in self.weights.items())
         stamp = (
-            f":::{{admonition}} Verified on {self.date}\n:class: qd-stamp\n\n"
+            f":::{{admonition}} Executed on {self.date}\n:class: qd-stamp\n\n"
             f"Every code cell on this page ran on **{self.device}** ({self.accelerator}) with Python {self.python}, "
             f"{versions}.\n\nWeights: {weights or 'none loaded'}.\n"
             + (f"\n{peak.as_markdown()}\n" if peak is not None else "")
@@ -91,12 +91,13 @@ class Runtime:
         )
         if self.uses_standins:
             stamp += (
-                "\n:::{warning}\n:class: qd-standin-notice\n\n"
+                "\n:::{admonition} Stand-in weights: the generated text is random noise\n"
+                ":class: warning qd-standin-notice\n\n"
                 "This build ran on **stand-in checkpoints** (it had no access to the real weights, or no GPU to run "
                 "them on): tiny models "
                 "with random weights, the real Qwen2 tokenizer, chat template and generation config. The code is "
                 "exactly what runs with the real models, and prompts and token counts are real, but **the "
-                "generated text is random noise**, not what Qwen2 would answer.\n:::\n"
+                "generated text is random noise**, not what the real model would answer.\n:::\n"
             )
         return stamp
 

@@ -54,7 +54,7 @@ def test_stamp_notice_and_downloads_are_under_the_title(crawl: Crawl, new_contex
         stamp, notice = page.locator(".admonition.qd-stamp"), page.locator(".qd-standin-notice")
         downloads = page.locator(".qd-downloads")
         if stamp.count() != 1 or not stamp.is_visible():
-            problems.append(f"{facts.path}: no visible 'verified on' stamp")
+            problems.append(f"{facts.path}: no visible 'executed on' stamp")
             continue
         # the stamp cell comes right after the title, and the stamp is on the first screen
         if not page.evaluate("() => !!document.querySelector('h1').nextElementSibling.querySelector('.qd-stamp')"):

@@ -176,7 +176,7 @@ EXPECTED_SCRIPT = '''\
 #
 # The code cells of the page, in the order they ran when the page was built: each tab of a tab set
 # and the cells inside dropdowns included. Cells the page hides (its build checks and its
-# "verified on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).
+# "executed on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).
 
 import traceback
 

@@ -1,9 +1,10 @@
-"""The "verified on" stamp under each executed page's title, and failed cells named by page and line."""
+"""The "executed on" stamp under each executed page's title, and failed cells named by page and line."""
 
 from __future__ import annotations
 
 import re
 import shutil
+from html import unescape
 from io import StringIO
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from docutils import nodes
 from sphinx.testing.util import SphinxTestApp
 
 from qwen_docs_helpers.sphinx.cell_errors import error_line
+from qwen_docs_helpers.sphinx.cells import code_cells
+from qwen_docs_helpers.sphinx.error_outputs import NOT_RUN_CLASS
 from qwen_docs_helpers.sphinx.stamp import STAMP_TAG, models_named
 
 ROOT = Path(__file__).parent / "roots" / "stamped"
@@ -51,11 +54,40 @@ def test_stamp_sits_under_the_title_and_names_the_weights(built: tuple[SphinxTes
     stamp_cell = section[1]
     assert STAMP_TAG in stamp_cell["cell_metadata"]["tags"]
     text = stamp_cell.astext()
-    assert "Verified on" in text and "Qwen/Qwen2-7B-Instruct" in text and "stand-in (random weights)" in text
+    assert "Executed on" in text and "Qwen/Qwen2-7B-Instruct" in text and "stand-in (random weights)" in text
     assert "random noise" in text
     html = (app.outdir / "index.html").read_text()
     assert html.index("qd-stamp") < html.index("This page talks about")
     assert "from qwen_docs_helpers.runtime import page_stamp" not in html  # input hidden
+    # never cut by the output height cap, which other tall outputs get (nb_scroll_outputs)
+    assert "config_scroll_outputs" not in stamp_cell["classes"]
+    tall = [cell for cell in code_cells(app.env.get_doctree("expected")) if "line 39" in cell.astext()]
+    assert len(tall) == 1 and "config_scroll_outputs" in tall[0]["classes"]
+
+
+def test_errors_show_their_line_first_and_fold_the_frames(built: tuple[SphinxTestApp, str]) -> None:
+    app, _ = built
+    html = (app.outdir / "expected.html").read_text()
+    line = html.index("qd-error-line")
+    shown = _text(html[line:html.index("</pre>", line)])
+    assert shown.strip().endswith(">KeyError: 'meant to fail'"), shown  # the whole block: that line
+    folded = html.index('<details class="qd-traceback">', line)
+    frames = _text(html[folded:html.index("</details>", folded)])
+    assert "Full traceback" in frames and 'raise KeyError("meant to fail")' in frames
+    assert html.count('<details class="qd-traceback">') == 1  # the skipped cell has no traceback to fold
+
+
+def _text(html: str) -> str:
+    return unescape(re.sub(r"<[^>]+>", "", html))
+
+
+def test_a_cell_skipped_by_require_shows_a_note_not_a_failure(built: tuple[SphinxTestApp, str]) -> None:
+    app, _ = built
+    doctree = app.env.get_doctree("expected")
+    notes = [node for node in doctree.findall(nodes.container) if NOT_RUN_CLASS in node["classes"]]
+    assert len(notes) == 1
+    assert notes[0].astext().startswith("Not run on this build: needs the surely_not_installed_package package")
+    assert not list(notes[0].findall(nodes.literal_block))
 
 
 def test_failed_cell_is_named_with_page_and_line(built: tuple[SphinxTestApp, str]) -> None:
@@ -65,7 +97,7 @@ def test_failed_cell_is_named_with_page_and_line(built: tuple[SphinxTestApp, str
     assert matches, warnings
     assert matches == [(str(source_line), "2")]  # its fence; the page's 2nd cell (the added stamp cell not counted)
     # the page failed before its last cell, so it carries no stamp claiming it ran
-    assert "Verified on" not in (app.outdir / "failing.html").read_text()
+    assert "Executed on" not in (app.outdir / "failing.html").read_text()
 
 
 def test_expected_errors_are_not_reported(built: tuple[SphinxTestApp, str]) -> None:

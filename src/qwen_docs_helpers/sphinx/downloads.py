@@ -11,7 +11,7 @@ The script is written next to it, from the same notebook: the cells the page sho
 ran (so both tabs of each tab set, and the cells inside dropdowns), each headed by where it sits on the
 page (``# %% Basic usage / Manual``, the "percent" cell format Jupytext, VS Code and Spyder open as
 notebook cells). Cells the page hides are left out: they are the build's own checks (with the project's
-internal check helpers) and its "verified on" stamp, which describe the build machine, not the recipe.
+internal check helpers) and its "executed on" stamp, which describe the build machine, not the recipe.
 A hidden cell tagged ``qd-script`` is kept, for setup a reader needs. If a shown cell uses a name that
 only a left-out cell defined, the script would fail where the page did not, so the build warns
 (``-W`` fails). Cells tagged ``raises-exception`` raise on the page and carry on; in the script they
@@ -192,7 +192,7 @@ def script_from_notebook(
     header += [
         "# The code cells of the page, in the order they ran when the page was built: each tab of a tab set",
         "# and the cells inside dropdowns included. Cells the page hides (its build checks and its",
-        '# "verified on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).',
+        '# "executed on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).',
     ]
     if any(RAISES_TAG in _tags(cell) for _, cell in kept):
         header += ["", "import traceback"]

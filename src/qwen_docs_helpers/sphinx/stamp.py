@@ -1,4 +1,4 @@
-"""Give every executed page a "verified on" stamp, computed by a hidden cell that runs with the page.
+"""Give every executed page a "executed on" stamp, computed by a hidden cell that runs with the page.
 
 The stamp is produced inside the page's own kernel run (and cached with it), so it states what that
 execution really ran on: device, versions, date, and real or stand-in weights for the models the page
@@ -36,9 +36,12 @@ def models_named(text: str) -> list[str]:
 
 def stamp_cell(model_ids: list[str]) -> str:
     """The hidden code cell that prints the stamp."""
-    return (
+    return (  # its output (the stand-in notice) is never cut by the output height cap (nb_scroll_outputs)
         "\n```{code-cell} ipython3\n"
-        f":tags: [remove-input, {STAMP_TAG}]\n"
+        "---\n"
+        f"tags: [remove-input, {STAMP_TAG}]\n"
+        "mystnb: {scroll_outputs: false}\n"
+        "---\n"
         "from qwen_docs_helpers.runtime import page_stamp\n\n"
         f"page_stamp({model_ids!r})\n"
         "```\n"
@@ -66,7 +69,7 @@ class MoveStampUnderTitle(Transform):
             return
         section = next(iter(self.document.findall(nodes.section)), None)
         if section is None or not isinstance(section[0], nodes.title):
-            logger.warning("executed page has no title to put its 'verified on' stamp under", location=cell)
+            logger.warning("executed page has no title to put its 'executed on' stamp under", location=cell)
             return
         cell.parent.remove(cell)
         section.insert(1, cell)

@@ -10,3 +10,5 @@ nb_execution_show_tb = False
 nb_render_markdown_format = "myst"
 qwen_docs_models = ["Qwen/Qwen2-7B-Instruct"]
 # qwen_docs_cache_dir is set by the test to the test session's stand-in cache
+nb_scroll_outputs = True  # as the site: the stamp must still show whole
+nb_render_plugin = "qwen_docs"  # as the site: error outputs by sphinx/error_outputs.py
