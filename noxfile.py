@@ -81,8 +81,8 @@ def serve(session: nox.Session) -> None:
     Only pages whose code changed execute (the execution cache is the one ``docs`` fills); warnings are
     shown, not fatal. It builds into docs/_build/serve/ with its own environment, so docs/_build/html
     stays what ``docs`` built (and ``docs`` still sees every warning). Edits to src/qwen_docs_helpers
-    rebuild too (the API page), but re-execute nothing. Pass sphinx-autobuild arguments after ``--``
-    (``--port 8001``, ``--open-browser``).
+    rebuild too and, since every page calls the helpers, re-execute every page (minutes). Pass
+    sphinx-autobuild arguments after ``--`` (``--port 8001``, ``--open-browser``).
     """
     install(session, "docs,quant,serve")
     out = BUILD / "serve"

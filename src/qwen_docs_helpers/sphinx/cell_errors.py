@@ -14,8 +14,10 @@ failure as the page's result nor drops its warning.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import yaml
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
@@ -24,6 +26,7 @@ from sphinx.util import logging
 
 from . import dead_kernel
 from .cells import cell_tags, code_cells
+from .error_outputs import ERROR_LINE_CLASS
 from .stamp import is_stamp_cell
 
 logger = logging.getLogger(__name__)
@@ -31,7 +34,7 @@ logger = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: What each page-level execution failure means for the reader of the build log.
 _FAILURES = {
-    "CellTimeoutError": "timed out (ran past nb_execution_timeout): make it faster, "
+    "CellTimeoutError": "timed out (ran past nb_execution_timeout, {timeout} s): make it faster, "
     "or raise the limit (QWEN_DOCS_CELL_TIMEOUT for this site)",
 }
 #: What a dead kernel means, and what to do about it ({code}: what to run).
@@ -61,6 +64,39 @@ def error_line(traceback: str) -> str:
     return lines[-1] if lines else "an error"
 
 
+def _reported_error(block: nodes.literal_block) -> str:
+    """The error, in one line: the ``Name: message`` block of :mod:`.error_outputs` starts with the name
+    (a message of several lines is cut after its first); a whole traceback (myst-nb's renderer) ends with it."""
+    if ERROR_LINE_CLASS not in block.get("classes", []):
+        return error_line(block.astext())
+    first, *more = [line.strip() for line in block.astext().splitlines() if line.strip()] or ["an error"]
+    return first + (" …" if more else "")
+
+
+def _page_timeout(page: Path, default: int) -> int:
+    """The cell time limit of a page: its front matter's ``mystnb: execution_timeout``, else the site's."""
+    text = page.read_text(encoding="utf8") if page.is_file() else ""
+    front = re.match(r"---\n(.*?)\n---\n", text, re.DOTALL)
+    try:
+        matter = yaml.safe_load(front.group(1)) if front else None
+    except yaml.YAMLError:
+        matter = None
+    mystnb = matter.get("mystnb") if isinstance(matter, dict) else None
+    return int(mystnb.get("execution_timeout", default)) if isinstance(mystnb, dict) else default
+
+
+def source_line_of(cell_source: str, page: str) -> int | None:
+    """The 1-based line where the whole of ``cell_source`` appears in ``page`` (its first line; blank lines
+    ignored), or None: matching one line alone would find an ``import torch`` of an earlier cell."""
+    wanted = [line.strip() for line in cell_source.splitlines() if line.strip()]
+    numbered = [(n, line.strip()) for n, line in enumerate(page.splitlines(), start=1) if line.strip()]
+    texts = [text for _, text in numbered]
+    for i in range(len(numbered) - len(wanted) + 1):
+        if wanted and texts[i : i + len(wanted)] == wanted:
+            return numbered[i][0]
+    return None
+
+
 class ReportFailedCells(SphinxTransform):
     """Warn, at the cell's own source line, for each traceback in a cell not tagged ``raises-exception``."""
 
@@ -70,7 +106,10 @@ class ReportFailedCells(SphinxTransform):
         from myst_nb.sphinx_ import NbMetadataCollector
 
         data = NbMetadataCollector.get_exec_data(self.env, self.env.docname) or {}
-        failure = _FAILURES.get(data.get("error") or "", f"stopped the page with {data.get('error')}")
+        timeout = _page_timeout(self.env.doc2path(self.env.docname), self.config.nb_execution_timeout)
+        failure = _FAILURES.get(data.get("error") or "", f"stopped the page with {data.get('error')}").format(
+            timeout=timeout
+        )
         cells = list(code_cells(self.document, _is_authors_cell))
         if data.get("error") == dead_kernel.ENAME:
             self._report_death(cells, data.get("traceback") or "")
@@ -80,7 +119,7 @@ class ReportFailedCells(SphinxTransform):
                 continue
             for block in cell.findall(nodes.literal_block):
                 if "traceback" in block.get("classes", []):
-                    error = error_line(block.astext())
+                    error = _reported_error(block)
                     if data.get("error") == "CellExecutionError" or not error.startswith("KeyboardInterrupt"):
                         what = f"raised {error} (fix it, or tag it '{EXPECTED_ERROR_TAG}' if the error is the point)"
                     else:  # nbclient interrupts a cell that runs past the timeout
@@ -117,12 +156,10 @@ class ReportFailedCells(SphinxTransform):
     def _hidden_cell_line(self, traceback: str) -> int | None:
         """The line, in the page source, of the cell that nbclient's error text quotes (None: not found)."""
         source = _FAILED_SOURCE.search(_ANSI.sub("", traceback))
-        first = next((line for line in (source.group(1) if source else "").splitlines() if line.strip()), None)
         page = self.env.doc2path(self.env.docname)
-        lines = page.read_text(encoding="utf8").splitlines() if first and page.is_file() else []
-        return (
-            next((n for n, line in enumerate(lines, start=1) if line.strip() == first.strip()), None) if first else None
-        )
+        if source is None or not page.is_file():
+            return None
+        return source_line_of(source.group(1), page.read_text(encoding="utf8"))
 
     def _warn_page(self, message: str, line: int | None) -> None:
         location = self.env.docname if line is None else (self.env.docname, line)

@@ -22,7 +22,8 @@ from ..requirements import NotRunHere
 #: myst-nb's name for this renderer (``nb_render_plugin``).
 RENDERER_NAME = "qwen_docs"
 #: Classes of the parts: the error line keeps myst-nb's ``traceback`` class, which the failure report reads.
-ERROR_LINE_CLASSES = ["output", "traceback", "qd-error-line"]
+ERROR_LINE_CLASS = "qd-error-line"
+ERROR_LINE_CLASSES = ["output", "traceback", ERROR_LINE_CLASS]
 FRAMES_CLASS = "qd-traceback"
 NOT_RUN_CLASS = "qd-not-run"
 
