@@ -134,3 +134,10 @@ def test_a_message_of_several_lines_is_reported_by_its_first(built: tuple[Sphinx
     _, warnings = built
     assert re.search(r"multiline\.md:10: WARNING: code cell 1 raised OSError: We couldn't connect to the hub … \(fix",
                      warnings), warnings
+
+
+def test_outputs_are_left_out_of_the_search_index(built: tuple[SphinxTestApp, str]) -> None:
+    app, _ = built
+    assert "zanzibarquux" in (app.outdir / "expected.html").read_text()  # shown on the page
+    index = (app.outdir / "searchindex.js").read_text()
+    assert "quuxpros" in index and "zanzibarquux" not in index  # prose (stemmed) is in, the output is not

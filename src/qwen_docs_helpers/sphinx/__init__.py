@@ -10,7 +10,9 @@
 - ``cells``: which doctree nodes are code cells, and their tags (shared by the transforms);
 - ``cell_errors``: a failed cell (or one whose kernel died) is reported with its page and line;
 - ``downloads``: each executed page offers its notebook and its Python;
-- ``hf_docstrings``: transformers' Markdown docstrings render as valid reST in the API reference.
+- ``hf_docstrings``: transformers' Markdown docstrings render as valid reST in the API reference;
+- ``error_outputs``: error outputs show their ``Name: message`` line first (myst-nb renderer ``qwen_docs``);
+- ``search``: cell outputs (random text, with stand-ins) stay out of the search index.
 """
 
 from __future__ import annotations
@@ -19,12 +21,24 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from . import cell_errors, dead_kernel, downloads, exec_cache, hf_docstrings, nested_cells, site, stamp, stderr, streams
+from . import (
+    cell_errors,
+    dead_kernel,
+    downloads,
+    exec_cache,
+    hf_docstrings,
+    nested_cells,
+    search,
+    site,
+    stamp,
+    stderr,
+    streams,
+)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
     modules = (site, exec_cache, nested_cells, stamp, downloads, dead_kernel, cell_errors, hf_docstrings, streams,
-               stderr)
+               stderr, search)
     for module in modules:
         module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
