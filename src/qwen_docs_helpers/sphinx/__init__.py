@@ -7,7 +7,10 @@
 - ``dead_kernel``: a kernel that dies while a page runs, or as it starts, fails that page, not the build;
 - ``stderr``: a cell that writes to stderr fails the build, at the cell's own line;
 - ``streams``: text a cell prints in pieces (``TextStreamer``) renders joined, as a terminal shows it;
+- ``reader_paths``: every way of reading a page (one tab per sync group, dropdowns skipped) has run the code
+  each shown cell needs; a cell says ``continues: <sync key>`` where it builds on one tab's code;
 - ``cells``: which doctree nodes are code cells, and their tags (shared by the transforms);
+- ``cell_code``: whether a page shows a cell's code, and the names it binds and reads (shared);
 - ``cell_errors``: a failed cell (or one whose kernel died) is reported with its page and line;
 - ``downloads``: each executed page offers its notebook and its Python;
 - ``hf_docstrings``: transformers' Markdown docstrings render as valid reST in the API reference;
@@ -28,6 +31,7 @@ from . import (
     exec_cache,
     hf_docstrings,
     nested_cells,
+    reader_paths,
     search,
     site,
     stamp,
@@ -37,8 +41,8 @@ from . import (
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    modules = (site, exec_cache, nested_cells, stamp, downloads, dead_kernel, cell_errors, hf_docstrings, streams,
-               stderr, search)
+    modules = (site, exec_cache, nested_cells, reader_paths, stamp, downloads, dead_kernel, cell_errors, hf_docstrings,
+               streams, stderr, search)
     for module in modules:
         module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -23,11 +23,9 @@ does), so the HTML builder copies them to ``_downloads/`` on every build.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import io
 import os
-import re
 import tokenize
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +39,9 @@ from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
+from .cell_code import is_shown, names, without_magics
+from .cell_code import source as _source
+from .cell_code import tags as _tags
 from .cells import code_cells
 from .stamp import STAMP_TAG, is_stamp_cell
 
@@ -54,9 +55,7 @@ DOWNLOADS_FOLDER = "downloads"
 SCRIPT_TAG = "qd-script"
 #: Tag with which authors say a cell is meant to raise (myst-nb's own).
 RAISES_TAG = "raises-exception"
-_HIDDEN_TAGS = frozenset({"remove-cell", "remove_cell", "remove-input", "remove_input", STAMP_TAG})
 _SKIP_TAGS = frozenset({"skip-execution", "skip_execution"})
-_MAGIC = re.compile(r"^\s*[%!]")
 _SEPARATOR = " / "
 
 
@@ -68,45 +67,11 @@ class Script(NamedTuple):
     unresolved: list[tuple[int, str, int]]  #: (cell, name, left-out cell defining it) for names the script lacks
 
 
-def _tags(cell: Mapping[str, Any]) -> set[str]:
-    return set(cell.get("metadata", {}).get("tags", []) or [])
-
-
-def _source(cell: Mapping[str, Any]) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
-
-
 def in_script(cell: Mapping[str, Any]) -> bool:
     """Whether a notebook cell belongs in the page's script: a code cell the page shows, or tagged ``qd-script``."""
     if cell.get("cell_type") != "code" or not _source(cell).strip():
         return False
-    tags = _tags(cell)
-    return SCRIPT_TAG in tags or not (tags & _HIDDEN_TAGS)
-
-
-def _names(source: str) -> tuple[set[str], set[str]] | None:
-    """Names a cell binds and names it reads; None when it is not plain Python (magics)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    bound: set[str] = set()
-    read: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.alias):
-            bound.add(node.asname or node.name.split(".")[0])
-        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
-            bound.add(node.name)
-        elif isinstance(node, ast.MatchMapping) and node.rest:
-            bound.add(node.rest)
-    return bound, read
+    return SCRIPT_TAG in _tags(cell) or (is_shown(cell) and STAMP_TAG not in _tags(cell))
 
 
 def _unresolved(cells: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, int]]:
@@ -117,12 +82,12 @@ def _unresolved(cells: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, int]
     for index, cell in enumerate(cells):
         if cell.get("cell_type") != "code":
             continue
-        names = _names(_source(cell))
-        if names is None:
+        found_names = names(_source(cell))
+        if found_names is None:
             continue
-        bound, read = names
+        bound, read = found_names
         if in_script(cell):
-            for name in sorted(read - bound - kept_bound):
+            for name in sorted(read - kept_bound):
                 if name in left_out_bound:
                     found.append((index, name, left_out_bound[name]))
             kept_bound |= bound
@@ -161,7 +126,7 @@ def _cell_code(cell: Mapping[str, Any]) -> str:
     source = _source(cell).rstrip()
     tags = _tags(cell)
     # IPython magics and shell escapes are not Python: keep them visible, as comments
-    source = "\n".join(f"# {line}" if _MAGIC.match(line) else line for line in source.split("\n"))
+    source = without_magics(source)
     if tags & _SKIP_TAGS:
         commented = "\n".join(f"# {line}" if line.strip() else "#" for line in source.split("\n"))
         return "# Not run when the page was built:\n" + commented

@@ -10,3 +10,5 @@ nb_execution_show_tb = True
 # This fixture tests nested cells alone: no model preparation, no stamp cell.
 qwen_docs_prepare_models = False
 qwen_docs_stamp = False
+# Its tabs read each other's names on purpose (to show the one kernel): no reader-paths check.
+qwen_docs_reader_paths = False
