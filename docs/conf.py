@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from qwen_docs_helpers.sitebuild import cell_timeout, execution_mode  # QWEN_DOCS_*: one-line errors when bad
 from qwen_docs_helpers.speed import results_dir  # where the speed page reads benchmark results
 
 DOCS = Path(__file__).parent
@@ -28,11 +28,11 @@ myst_enable_extensions = ["colon_fence", "deflist", "attrs_inline"]
 myst_heading_anchors = 3
 
 # Execution: only pages whose code changed re-run; a failing cell or any warning fails the build.
-nb_execution_mode = os.environ.get("QWEN_DOCS_EXECUTION", "cache")
+nb_execution_mode = execution_mode()  # QWEN_DOCS_EXECUTION
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 # Files cells read: a change re-executes the pages (new benchmark results reach the speed page).
 qwen_docs_data_files = ["data/**/*", str(results_dir() / "*.json")]
-nb_execution_timeout = int(os.environ.get("QWEN_DOCS_CELL_TIMEOUT", "300"))
+nb_execution_timeout = cell_timeout()  # QWEN_DOCS_CELL_TIMEOUT
 nb_execution_raise_on_error = False  # keep going: qwen_docs_helpers names each failed cell with its line
 nb_execution_show_tb = False
 nb_merge_streams = True

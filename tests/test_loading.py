@@ -95,8 +95,32 @@ def test_unknown_id_offline_says_how_to_get_weights(standin_hub: dict[str, Path]
     error = caught.value
     assert "\n" not in str(error)
     assert "Qwen/Qwen2-0.5B-Not-Here" in error.problem and "HF_HUB_OFFLINE=1" in error.problem
-    assert "hf download Qwen/Qwen2-0.5B-Not-Here" in error.fix and "qwen-docs standins" in error.fix
+    assert "hf download Qwen/Qwen2-0.5B-Not-Here" in error.fix
+    # `qwen-docs standins` refuses an id without a recipe: the fix says what to add before advising it
+    assert error.fix.endswith(
+        "Qwen/Qwen2-0.5B-Not-Here has no stand-in recipe: add its config.json and generation_config.json to "
+        "src/qwen_docs_helpers/data/published_configs.json (see README), then run `qwen-docs standins`"
+    )
     assert isinstance(error, OSError) and isinstance(error.__cause__, OSError)
+
+
+def test_a_known_id_missing_offline_says_to_create_standins(
+    standin_hub: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))  # where try_to_load_from_cache looks
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model("Qwen/Qwen2-1.5B-Instruct")
+    assert caught.value.fix.endswith("or create stand-ins with `qwen-docs standins`")
+    assert "no stand-in recipe" not in caught.value.fix
+
+
+def test_a_missing_non_qwen_id_offline_is_not_offered_a_standin(standin_hub: dict[str, Path]) -> None:
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model("someone/not-a-qwen-model")
+    assert "hf download someone/not-a-qwen-model" in caught.value.fix and "stand-in" not in caught.value.fix
 
 
 def _pickled_copy(snapshot: Path, target: Path) -> Path:

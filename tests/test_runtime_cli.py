@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,8 @@ def test_stamp_has_no_standin_notice_with_real_weights() -> None:
     [
         ((), "required: command"),
         (("frobnicate",), "invalid choice"),
-        (("standins", "--model", "Qwen/Nope"), "invalid choice"),
+        (("standins", "--model", "Qwen/Nope"), "Qwen/Nope has no stand-in recipe: add its config.json and "
+         "generation_config.json to src/qwen_docs_helpers/data/published_configs.json (see README)"),
         (("env", "--bogus"), "unrecognized arguments"),
         (("standins", "--cache-dir", ""), "empty path"),  # would write hub/ into the current directory
     ],
@@ -61,6 +63,14 @@ def test_bad_arguments_give_one_line_and_status_2(args: tuple[str, ...], needle:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("qwen-docs")
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_help_is_plain_text() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0 and "Create stand-in checkpoints" in result.stdout
+    assert "``" not in result.stdout  # reST markup from the module docstring
+    model_help = run_cli("standins", "--help").stdout
+    assert "every id in published_configs.json" in " ".join(model_help.split())
 
 
 def test_standins_command_creates_and_reports(tmp_path: Path) -> None:
@@ -98,6 +108,44 @@ def test_env_command_json(standin_hub: dict[str, Path]) -> None:
     assert facts["hub_cache"] == os.environ["HF_HUB_CACHE"]  # as the text output shows it
     text = run_cli("env")
     assert f"hub cache: {facts['hub_cache']}" in text.stdout.splitlines()
+
+
+def test_env_command_also_reports_the_private_cache_and_writes_nowhere(tmp_path: Path) -> None:
+    """Right after a build made stand-ins, the user's own cache still has none: both are reported, labelled."""
+    from hub_fixtures import SMALL_ID
+
+    from qwen_docs_helpers.standins import hub_dir, prepare_hub
+
+    def tree(root: Path) -> dict[str, str]:  # every file and folder, with a hash of each file
+        return {str(p.relative_to(root)): sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
+                for p in root.rglob("*")}
+
+    private, user_hub = tmp_path / "private", tmp_path / "user-hub"
+    prepare_hub([SMALL_ID], cache_dir=private, real_cache=tmp_path / "none", progress=lambda _: None)
+    user_hub.mkdir()
+    before = tree(tmp_path)
+    env = {**os.environ, "HF_HUB_CACHE": str(user_hub), "QWEN_DOCS_CACHE": str(private)}
+    text = run_cli("env", env=env, cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert f"weights {SMALL_ID}: missing" in lines  # the user's cache
+    assert f"qwen-docs private cache (site build, qwen-docs standins): {hub_dir(private)}" in lines
+    assert f"private cache weights {SMALL_ID}: standin" in lines
+    facts = json.loads(run_cli("env", "--json", env=env, cwd=tmp_path).stdout)
+    assert facts["private_hub_cache"] == str(hub_dir(private))
+    assert facts["private_weights"][SMALL_ID] == "standin" and facts["weights"][SMALL_ID] == "missing"
+    elsewhere = run_cli("env", "--cache-dir", str(tmp_path / "other"), env=env, cwd=tmp_path).stdout
+    assert f"private cache weights {SMALL_ID}: missing" in elsewhere.splitlines()
+    assert tree(tmp_path) == before  # neither cache written, no other cache created
+    assert list(user_hub.iterdir()) == []
+
+
+def test_env_command_reports_one_cache_when_the_private_one_is_in_use(standin_hub: dict[str, Path],
+                                                                      hub_cache: Path) -> None:
+    """After exporting what `qwen-docs standins` prints (as the pages' kernels run), there is one cache to show."""
+    result = run_cli("env", "--cache-dir", str(hub_cache.parent))  # HF_HUB_CACHE is that hub already
+    assert result.returncode == 0, result.stderr
+    assert "private cache" not in result.stdout
 
 
 def test_env_command_names_a_damaged_cache_file_and_goes_on(tmp_path: Path) -> None:

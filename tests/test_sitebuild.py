@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from qwen_docs_helpers.sitebuild import JOBS_VARIABLE, build_site, parallel_jobs
+from qwen_docs_helpers.sitebuild import (
+    JOBS_VARIABLE,
+    SettingError,
+    build_site,
+    cell_timeout,
+    execution_mode,
+    parallel_jobs,
+    settings_problems,
+)
 
 ROOT = Path(__file__).parent / "sphinx" / "roots" / "sitebuild"
 
@@ -80,3 +88,79 @@ def test_bad_jobs_variable_is_one_line_error(monkeypatch: pytest.MonkeyPatch, va
     monkeypatch.setenv(JOBS_VARIABLE, value)
     with pytest.raises(SystemExit, match=f"^{JOBS_VARIABLE}=.* is neither a positive number nor 'auto'"):
         parallel_jobs(cuda_available=False)
+
+
+BAD_SETTINGS = [
+    ("QWEN_DOCS_WEIGHTS", "bogus", "QWEN_DOCS_WEIGHTS='bogus' is not one of auto, real, standin: unset it"),
+    ("QWEN_DOCS_EXECUTION", "bogus", "QWEN_DOCS_EXECUTION='bogus' is not one of cache, force, auto, off, inline"),
+    ("QWEN_DOCS_CELL_TIMEOUT", "5s", "QWEN_DOCS_CELL_TIMEOUT='5s' is not a positive whole number of seconds"),
+    ("QWEN_DOCS_CELL_TIMEOUT", "0", "QWEN_DOCS_CELL_TIMEOUT='0' is not a positive whole number of seconds"),
+    ("QWEN_DOCS_CELL_TIMEOUT", "\u00b2", "QWEN_DOCS_CELL_TIMEOUT='\u00b2' is not a positive whole number"),  # isdigit()
+    (JOBS_VARIABLE, "x", f"{JOBS_VARIABLE}='x' is neither a positive number nor 'auto'"),
+]
+
+
+@pytest.fixture
+def clean_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable, *_ in BAD_SETTINGS:
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.mark.usefixtures("clean_settings")
+@pytest.mark.parametrize(("variable", "value", "message"), BAD_SETTINGS)
+def test_a_bad_setting_stops_the_build_in_one_line_before_sphinx_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    variable: str, value: str, message: str,
+) -> None:
+    """Not a Sphinx crash report, and an earlier failed build is not thrown away."""
+    monkeypatch.setenv(variable, value)
+    (problem,) = settings_problems()
+    assert problem.startswith(message) and "\n" not in problem
+    build = tmp_path / "build"
+    (build / "html.failed").mkdir(parents=True)
+    (build / "html.failed" / "index.html").write_text("earlier")
+    ran = []
+    monkeypatch.setattr("subprocess.run", lambda *args, **kwargs: ran.append(args))
+    assert build_site(ROOT, build) == 2
+    assert ran == []  # Sphinx never started
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"docs build not started: {message}")
+    assert (build / "html.failed" / "index.html").read_text() == "earlier"
+
+
+@pytest.mark.usefixtures("clean_settings")
+def test_settings_defaults_and_spellings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (execution_mode(), cell_timeout(), settings_problems()) == ("cache", 300, [])
+    monkeypatch.setenv("QWEN_DOCS_EXECUTION", " Force ")
+    monkeypatch.setenv("QWEN_DOCS_CELL_TIMEOUT", " 600 ")
+    monkeypatch.setenv("QWEN_DOCS_WEIGHTS", "")  # empty: unset
+    assert (execution_mode(), cell_timeout(), settings_problems()) == ("force", 600, [])
+
+
+@pytest.mark.usefixtures("clean_settings")
+def test_conf_py_reports_a_bad_setting_as_a_sphinx_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/conf.py reads the same variables for a plain sphinx-build: the same line, as a ConfigError."""
+    from sphinx.errors import ConfigError
+
+    monkeypatch.setenv("QWEN_DOCS_CELL_TIMEOUT", "5s")
+    assert issubclass(SettingError, ConfigError)
+    conf = Path(__file__).resolve().parents[1] / "docs" / "conf.py"
+    with pytest.raises(ConfigError, match=r"^QWEN_DOCS_CELL_TIMEOUT='5s' is not a positive whole number"):
+        exec(compile(conf.read_text(), str(conf), "exec"), {"__file__": str(conf)})
+
+
+@pytest.mark.usefixtures("clean_settings")
+def test_a_build_that_stops_before_writing_keeps_the_earlier_failed_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The message names html.failed only when this build left something there."""
+    source, build = tmp_path / "src", tmp_path / "build"
+    shutil.copytree(ROOT, source)
+    (source / "conf.py").write_text((source / "conf.py").read_text() + "\nraise RuntimeError('conf.py is broken')\n")
+    (build / "html.failed").mkdir(parents=True)
+    (build / "html.failed" / "index.html").write_text("earlier")
+    assert build_site(source, build) != 0
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "html.failed" not in message and "Sphinx stopped before writing any page" in message
+    assert (build / "html.failed" / "index.html").read_text() == "earlier"
+    assert not (build / "html.staging").exists()

@@ -196,18 +196,40 @@ def test_two_concurrent_creations_give_one_valid_entry(tmp_path: Path) -> None:
 
 
 def test_unknown_model_id_is_refused_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"no stand-in recipe for Qwen/Nope") as error:
+    with pytest.raises(ValueError, match=r"^Qwen/Nope has no stand-in recipe: add its config.json and "
+                       r"generation_config.json to src/qwen_docs_helpers/data/published_configs.json \(see README\)"
+                       r"; ids with one: Qwen/") as error:
         prepare_hub(["Qwen/Nope"], cache_dir=tmp_path, progress=quiet)
     assert "\n" not in str(error.value)
+    assert not (tmp_path / "hub").exists()  # refused before anything was written
 
 
-def test_default_cache_is_project_local_not_the_users(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_cache_is_the_checkouts_not_the_users(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Inside a checkout, from any of its folders: the .cache/qwen-docs the site build uses (confdir's parent)."""
     monkeypatch.delenv("QWEN_DOCS_CACHE", raising=False)
-    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "conf.py").write_text("")
+    (tmp_path / "src" / "qwen_docs_helpers").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "src")
     assert standins.default_cache_dir() == tmp_path.resolve() / ".cache" / "qwen-docs"
+    assert standins.default_cache_dir(tmp_path / "docs") == tmp_path.resolve() / ".cache" / "qwen-docs"
     assert standins.hub_dir() != standins.user_hub_cache()
     monkeypatch.setenv("QWEN_DOCS_CACHE", os.fspath(tmp_path / "elsewhere"))
     assert standins.default_cache_dir() == (tmp_path / "elsewhere").resolve()
+    assert standins.default_cache_dir(tmp_path / "docs") == (tmp_path / "elsewhere").resolve()
+
+
+def test_default_cache_outside_a_checkout_is_the_users_cache_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not the current directory, wherever the command happens to run (it would litter folders with .cache/)."""
+    monkeypatch.delenv("QWEN_DOCS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path / "xdg"))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "conf.py").write_text("")  # some other Sphinx project: not a qwen-docs checkout
+    monkeypatch.chdir(tmp_path)
+    assert standins.default_cache_dir() == (tmp_path / "xdg" / "qwen-docs").resolve()
+    assert not (tmp_path / "xdg").exists()  # only named, not created
 
 
 def test_private_cache_in_the_users_hub_cache_is_refused_and_nothing_deleted(

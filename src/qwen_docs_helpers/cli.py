@@ -12,13 +12,18 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import QwenDocsError
-from .published import known_model_ids
+from .published import known_model_ids, no_recipe
 
+#: What --help says (the docstring above is reST, for the API reference).
+_DESCRIPTION = "Create stand-in checkpoints and print the runtime facts."
 #: What to do about a file error (a folder that cannot be made or read), per command.
 _FILE_FIXES = {
     "standins": "pass a --cache-dir you can create and write (or set $QWEN_DOCS_CACHE)",
-    "env": "check that HF_HUB_CACHE (or HF_HOME) names a folder you can read",
+    "env": "check that HF_HUB_CACHE (or HF_HOME) and --cache-dir (or $QWEN_DOCS_CACHE) name folders you can read",
 }
+#: Where the private cache is, as standins.default_cache_dir finds it.
+_CACHE_HELP = ("private cache folder (default: $QWEN_DOCS_CACHE, else .cache/qwen-docs of the qwen-docs checkout "
+               "you are in, else ~/.cache/qwen-docs)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,26 +40,32 @@ def _folder(text: str) -> Path:
     return Path(text)
 
 
+def _model_id(text: str) -> str:
+    """A ``--model`` argument: an id with a stand-in recipe, else the line that says how to give it one."""
+    if text not in known_model_ids():
+        raise argparse.ArgumentTypeError(f"{no_recipe(text)}; ids with one: {', '.join(known_model_ids())}")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qwen-docs", description=__doc__)
+    parser = _Parser(prog="qwen-docs", description=_DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     standins = commands.add_parser(
         "standins",
         help="make model ids loadable offline from a private hub cache (real weights linked, else stand-ins)",
     )
+    standins.add_argument("--cache-dir", type=_folder, help=_CACHE_HELP)
     standins.add_argument(
-        "--cache-dir", type=_folder, help="private cache folder (default: $QWEN_DOCS_CACHE or ./.cache/qwen-docs)"
-    )
-    standins.add_argument(
-        "--model", action="append", dest="models", metavar="ID", choices=known_model_ids(),
-        help="model id to prepare (repeatable; default: all the site uses)",
+        "--model", action="append", dest="models", metavar="ID", type=_model_id,
+        help="model id to prepare (repeatable; default: every id in published_configs.json)",
     )
     standins.add_argument("--force", action="store_true", help="rebuild stand-ins even when up to date")
     standins.add_argument("--no-real", action="store_true", help="ignore real weights in your hub cache")
 
     env = commands.add_parser("env", help="print the runtime: device, versions, real or stand-in weights per model")
     env.add_argument("--json", action="store_true", help="machine-readable output")
+    env.add_argument("--cache-dir", type=_folder, help=_CACHE_HELP)
     return parser
 
 
@@ -78,8 +89,10 @@ def _standins(args: argparse.Namespace) -> int:
 
 def _env(args: argparse.Namespace) -> int:
     from .runtime import describe_runtime
+    from .standins import hub_dir
 
-    runtime = describe_runtime()
+    # the site build's stand-ins are in the private cache, not the hub cache in use: report both
+    runtime = describe_runtime(private_hub=hub_dir(args.cache_dir.resolve() if args.cache_dir else None))
     print(json.dumps(asdict(runtime), indent=2) if args.json else runtime.as_text())
     return 0
 

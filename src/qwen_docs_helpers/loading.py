@@ -32,6 +32,7 @@ from .errors import (
     QwenDocsError,
     UnsafeWeightsError,
 )
+from .published import MODEL_ID_PATTERN, known_model_ids, no_recipe
 from .quantization import Preset, bnb_config, require_quantization
 
 __all__ = ["AttentionFallbackWarning", "choose_attention", "load_model"]
@@ -122,10 +123,17 @@ def _not_available(model_id: str) -> ModelNotAvailableError | None:
         )
     if not offline:
         return None
+    download = (f"run `hf download {model_id}` (older: `huggingface-cli download {model_id}`) on a machine with hub "
+                "access and copy the cache here")
+    if model_id in known_model_ids():
+        standin = "or create stand-ins with `qwen-docs standins`"
+    elif MODEL_ID_PATTERN.fullmatch(model_id):  # `qwen-docs standins` would refuse it: say what it needs first
+        standin = f"or, for a stand-in: {no_recipe(model_id)}, then run `qwen-docs standins`"
+    else:  # stand-ins are Qwen checkpoints only
+        standin = ""
     return ModelNotAvailableError(
         f"{model_id} is not in the Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it",
-        f"run `hf download {model_id}` (older: `huggingface-cli download {model_id}`) on a machine with hub "
-        "access and copy the cache here, or create stand-ins with `qwen-docs standins`",
+        f"{download}, {standin}" if standin else download,
     )
 
 

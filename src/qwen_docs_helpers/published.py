@@ -7,12 +7,20 @@ everything but the sizes from them, so the values live in one data file shipped 
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
+
+
+#: How a page names a Qwen model id: the stamp lists the ids a page names, and the build warns about any without a
+#: recipe (``qwen_docs_helpers.sphinx.stamp``).
+MODEL_ID_PATTERN = re.compile(r"Qwen/[A-Za-z0-9._-]+")
+#: Where the recipes live in a checkout, as the messages about a missing one name it.
+RECIPES_FILE = "src/qwen_docs_helpers/data/published_configs.json"
 
 
 @cache
@@ -26,13 +34,19 @@ def known_model_ids() -> tuple[str, ...]:
     return tuple(_published())
 
 
+def no_recipe(*model_ids: str) -> str:
+    """The one line every message about ids without a published configuration ends in: what to add, and where
+    (a stand-in can only copy a configuration that ships with the package)."""
+    many = len(model_ids) > 1
+    return (f"{', '.join(model_ids)} {'have' if many else 'has'} no stand-in recipe: add {'their' if many else 'its'} "
+            f"config.json and generation_config.json to {RECIPES_FILE} (see README)")
+
+
 def _entry(model_id: str) -> dict[str, Any]:
     try:
         return _published()[model_id]
     except KeyError:
-        raise KeyError(
-            f"no published configuration for {model_id!r}; known ids: {', '.join(known_model_ids())}"
-        ) from None
+        raise KeyError(f"{no_recipe(model_id)}; known ids: {', '.join(known_model_ids())}") from None
 
 
 def published_config(model_id: str, **overrides: Any) -> PretrainedConfig:

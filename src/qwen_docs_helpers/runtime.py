@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .published import known_model_ids
-from .standins import UnreadableEntryError, resolve_in_hub
+from .standins import UnreadableEntryError, resolve_in_hub, same_folder
 
 _VERSIONED = ("torch", "transformers", "accelerate", "bitsandbytes")
 
@@ -59,6 +59,10 @@ class Runtime:
     offline: bool
     date: str = field(default_factory=lambda: dt.date.today().isoformat())
     hub_cache: str = field(default_factory=lambda: str(active_hub_cache()))  # where the weights were looked up
+    # qwen-docs' private cache (the site build's, `qwen-docs standins`') when asked for and not hub_cache itself:
+    # the build's stand-ins are there, not in the user's cache, so "missing" above alone would mislead
+    private_hub_cache: str | None = None
+    private_weights: dict[str, str] = field(default_factory=dict)  # model id -> as in weights, in that cache
 
     @property
     def uses_standins(self) -> bool:
@@ -76,16 +80,27 @@ class Runtime:
             f"hub cache: {self.hub_cache}",
             *(f"weights {model_id}: {source}" for model_id, source in self.weights.items()),
         ]
+        if self.private_hub_cache is not None:
+            lines.append(f"qwen-docs private cache (site build, qwen-docs standins): {self.private_hub_cache}")
+            lines.extend(f"private cache weights {model_id}: {source}"
+                         for model_id, source in self.private_weights.items())
         return "\n".join(lines)
+
+    def executed_on(self) -> str:
+        """Device, Python and library versions, as the stamp prints them.
+
+        The site's execution cache is keyed on this same text (``sphinx/site.py``), so a page that comes from
+        the cache never shows versions other than the ones it ran on.
+        """
+        versions = ", ".join(f"{name} {version}" for name, version in self.versions.items() if version)
+        return f"**{self.device}** ({self.accelerator}) with Python {self.python}, {versions}"
 
     def as_markdown(self, peak: PeakMemory | None = None) -> str:
         """The page stamp: what ran (and its ``peak`` memory), and a plain notice when the weights were stand-ins."""
-        versions = ", ".join(f"{name} {version}" for name, version in self.versions.items() if version)
         weights = "; ".join(f"`{model_id}`: {_WEIGHT_WORDS[source]}" for model_id, source in self.weights.items())
         stamp = (
             f":::{{admonition}} Executed on {self.date}\n:class: qd-stamp\n\n"
-            f"Every code cell on this page ran on **{self.device}** ({self.accelerator}) with Python {self.python}, "
-            f"{versions}.\n\nWeights: {weights or 'none loaded'}.\n"
+            f"Every code cell on this page ran on {self.executed_on()}.\n\nWeights: {weights or 'none loaded'}.\n"
             + (f"\n{peak.as_markdown()}\n" if peak is not None else "")
             + ":::\n"
         )
@@ -148,17 +163,10 @@ _WEIGHT_WORDS = {
 }
 
 
-def describe_runtime(model_ids: Iterable[str] | None = None) -> Runtime:
-    """Describe this process's runtime; ``model_ids`` defaults to every id the site knows."""
-    import torch
-
-    if torch.cuda.is_available():
-        device, accelerator = torch.cuda.get_device_name(0), "cuda"
-    else:
-        device, accelerator = _cpu_name(), "cpu"
-    hub = active_hub_cache()
+def _weights_in(hub: Path, model_ids: Iterable[str]) -> dict[str, str]:
+    """Model id -> ``real``, ``standin``, ``missing`` or ``unreadable`` in one hub cache folder (read only)."""
     weights: dict[str, str] = {}
-    for model_id in model_ids if model_ids is not None else known_model_ids():
+    for model_id in model_ids:
         try:
             resolved = resolve_in_hub(model_id, hub)
         except UnreadableEntryError as error:  # a description must not fail: say which file, go on
@@ -166,14 +174,34 @@ def describe_runtime(model_ids: Iterable[str] | None = None) -> Runtime:
             weights[model_id] = "unreadable"
             continue
         weights[model_id] = resolved.weights if resolved else "missing"
+    return weights
+
+
+def describe_runtime(model_ids: Iterable[str] | None = None, private_hub: Path | None = None) -> Runtime:
+    """Describe this process's runtime; ``model_ids`` defaults to every id the site knows.
+
+    ``private_hub`` (``standins.hub_dir()``) also looks the models up in qwen-docs' private cache, unless that is
+    the hub cache in use already; nothing is written to either.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        device, accelerator = torch.cuda.get_device_name(0), "cuda"
+    else:
+        device, accelerator = _cpu_name(), "cpu"
+    hub = active_hub_cache()
+    model_ids = list(model_ids if model_ids is not None else known_model_ids())
+    private = None if private_hub is None or same_folder(private_hub, hub) else private_hub
     return Runtime(
         device=device,
         accelerator=accelerator,
         python=platform.python_version(),
         versions={name: _version(name) for name in _VERSIONED},
-        weights=weights,
+        weights=_weights_in(hub, model_ids),
         offline=os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"},
         hub_cache=str(hub),
+        private_hub_cache=str(private) if private is not None else None,
+        private_weights=_weights_in(private, model_ids) if private is not None else {},
     )
 
 

@@ -8,6 +8,9 @@ Every build writes every page into an empty folder (``-a``; reading and executin
 page removed from the source is not left behind from an earlier site. After a failed build Sphinx's saved
 environment is dropped: otherwise the next run would count the failed pages as up to date and never repeat
 the warnings that failed them. ``QWEN_DOCS_EXECUTION=force`` also reads every page again (``-E``).
+
+The build's environment variables are checked before Sphinx starts (:func:`settings_problems`): a bad value is
+one line naming the variable and what it accepts, not a Sphinx crash report.
 """
 
 from __future__ import annotations
@@ -20,8 +23,77 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sphinx.errors import ConfigError
+
 #: Overrides how many pages execute at once (sphinx-build's ``-j``: a number or ``auto``).
 JOBS_VARIABLE = "QWEN_DOCS_JOBS"
+#: Which weights the pages run on (read by ``sphinx/site.py``); the first choice is the default.
+WEIGHTS_VARIABLE, WEIGHTS_CHOICES = "QWEN_DOCS_WEIGHTS", ("auto", "real", "standin")
+#: myst-nb's ``nb_execution_mode`` (read by ``docs/conf.py``); the first choice is the default.
+EXECUTION_VARIABLE, EXECUTION_MODES = "QWEN_DOCS_EXECUTION", ("cache", "force", "auto", "off", "inline")
+#: Seconds a cell may run (``nb_execution_timeout``, read by ``docs/conf.py``).
+TIMEOUT_VARIABLE, DEFAULT_CELL_TIMEOUT = "QWEN_DOCS_CELL_TIMEOUT", 300
+
+
+class SettingError(ConfigError):
+    """A ``QWEN_DOCS_*`` variable has a value the build cannot use; the message is one line that names it and what
+    it accepts. A :class:`~sphinx.errors.ConfigError`, so Sphinx shows it as it is when conf.py raises it."""
+
+
+def _positive_int(text: str) -> int | None:
+    """``text`` as a positive whole number, else ``None`` (ASCII digits only: ``int()`` fails on ``"²"``)."""
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
+
+
+def one_of(variable: str, value: str | None, choices: tuple[str, ...]) -> str:
+    """``value`` of ``variable``, trimmed and lower-cased (unset or empty: the first of ``choices``)."""
+    choice = (value or "").strip().lower() or choices[0]
+    if choice not in choices:
+        raise SettingError(f"{variable}={choice!r} is not one of {', '.join(choices)}: unset it (for {choices[0]}), "
+                           "or set it to one of those")
+    return choice
+
+
+def execution_mode() -> str:
+    """``$QWEN_DOCS_EXECUTION``: ``cache`` (the default) re-runs only pages whose code changed, ``force`` all."""
+    return one_of(EXECUTION_VARIABLE, os.environ.get(EXECUTION_VARIABLE), EXECUTION_MODES)
+
+
+def cell_timeout() -> int:
+    """``$QWEN_DOCS_CELL_TIMEOUT``: seconds a cell may run, a positive whole number (default 300)."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_CELL_TIMEOUT
+    seconds = _positive_int(text)
+    if seconds is None:
+        raise SettingError(f"{TIMEOUT_VARIABLE}={text!r} is not a positive whole number of seconds: unset it (for "
+                           f"{DEFAULT_CELL_TIMEOUT}), or set it to one, e.g. 600")
+    return seconds
+
+
+def _jobs_setting() -> str:
+    """``$QWEN_DOCS_JOBS`` trimmed and lower-cased (``""`` when unset)."""
+    choice = os.environ.get(JOBS_VARIABLE, "").strip().lower()
+    if choice and choice != "auto" and _positive_int(choice) is None:
+        raise SettingError(f"{JOBS_VARIABLE}={choice!r} is neither a positive number nor 'auto': unset it or fix it")
+    return choice
+
+
+def settings_problems() -> list[str]:
+    """One line per build variable with a bad value (none: ``[]``), checked before Sphinx starts."""
+    checks = (
+        execution_mode,
+        cell_timeout,
+        _jobs_setting,
+        lambda: one_of(WEIGHTS_VARIABLE, os.environ.get(WEIGHTS_VARIABLE), WEIGHTS_CHOICES),
+    )
+    problems = []
+    for check in checks:
+        try:
+            check()
+        except SettingError as error:
+            problems.append(str(error))
+    return problems
 
 
 def parallel_jobs(cuda_available: bool | None = None) -> str:
@@ -30,10 +102,11 @@ def parallel_jobs(cuda_available: bool | None = None) -> str:
     Pages executing side by side on one GPU each hold their models in its memory: with real weights that is
     tens of GB a page (Qwen2-7B in bf16 is 15 GB a copy), which no single GPU holds for several pages at once.
     """
-    choice = os.environ.get(JOBS_VARIABLE, "").strip().lower()
+    try:
+        choice = _jobs_setting()
+    except SettingError as error:  # one line from the command line too (nox -s serve asks for this)
+        raise SystemExit(str(error)) from None
     if choice:
-        if choice != "auto" and not (choice.isdigit() and int(choice) > 0):
-            raise SystemExit(f"{JOBS_VARIABLE}={choice!r} is neither a positive number nor 'auto': unset it or fix it")
         return choice
     if cuda_available is None:
         import torch
@@ -44,6 +117,11 @@ def parallel_jobs(cuda_available: bool | None = None) -> str:
 
 def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int:
     """Run ``sphinx-build -W`` for ``source`` and swap the result into ``build/html`` if it succeeded."""
+    problems = settings_problems()
+    if problems:
+        for problem in problems:
+            print(f"docs build not started: {problem}", file=sys.stderr)
+        return 2
     html, staging, failed = build / "html", build / "html.staging", build / "html.failed"
     doctrees = build / "doctrees"
     shutil.rmtree(staging, ignore_errors=True)
@@ -54,7 +132,7 @@ def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int
         "-W",
         "--keep-going",
         "-a",
-        *(["-E"] if os.environ.get("QWEN_DOCS_EXECUTION") == "force" else []),
+        *(["-E"] if execution_mode() == "force" else []),
         "-b",
         "html",
         "-j",
@@ -68,12 +146,16 @@ def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int
     status = subprocess.run(command, check=False).returncode
     if status != 0:
         (doctrees / "environment.pickle").unlink(missing_ok=True)  # the next run reads (and warns) again
-        shutil.rmtree(failed, ignore_errors=True)
-        if staging.is_dir():
-            staging.rename(failed)
         where = f"the previous site in {html} is unchanged" if html.is_dir() else f"nothing was published to {html}"
-        print(f"docs build failed (exit {status}); {where}; the failed build is in {failed} (paths printed above "
-              f"under {staging} are there now, e.g. the tracebacks in {failed / 'reports'})", file=sys.stderr)
+        if staging.is_dir() and any(staging.iterdir()):
+            shutil.rmtree(failed, ignore_errors=True)
+            staging.rename(failed)
+            kept = (f"the failed build is in {failed} (paths printed above under {staging} are there now, e.g. the "
+                    f"tracebacks in {failed / 'reports'})")
+        else:  # Sphinx stopped before writing anything (a configuration error): keep an earlier failed build
+            shutil.rmtree(staging, ignore_errors=True)
+            kept = "Sphinx stopped before writing any page: see its error above"
+        print(f"docs build failed (exit {status}); {where}; {kept}", file=sys.stderr)
         return status
     previous = build / "html.previous"
     shutil.rmtree(previous, ignore_errors=True)

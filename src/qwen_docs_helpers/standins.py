@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .errors import InvalidArgumentError, QwenDocsError
 from .published import (
     known_model_ids,
+    no_recipe,
     published_config,
     published_eos_token,
     published_generation_config,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # torch and transformers load lazily: setting HF_HUB_CACHE af
 STANDIN_MARKER = "qwen_docs_standin"
 #: Bump when stand-ins change shape, so stale ones are rebuilt.
 STANDIN_VERSION = 1
-#: Model ids the pages use; all are created by default.
+#: Model ids with a stand-in recipe (``published_configs.json``); all are created by default.
 DEFAULT_MODEL_IDS = known_model_ids()
 
 WeightsSource = Literal["real", "standin"]
@@ -60,9 +61,34 @@ class Resolved:
     snapshot: Path
 
 
-def default_cache_dir() -> Path:
-    """``$QWEN_DOCS_CACHE``, else ``.cache/qwen-docs`` under the current directory (project-local)."""
-    return Path(os.environ.get("QWEN_DOCS_CACHE") or Path.cwd() / ".cache" / "qwen-docs").resolve()
+#: Overrides where the private cache is, for the site build and the ``qwen-docs`` command alike.
+CACHE_VARIABLE = "QWEN_DOCS_CACHE"
+
+
+def checkout_root(start: Path) -> Path | None:
+    """The qwen-docs checkout holding ``start`` (the nearest folder with ``docs/conf.py`` and
+    ``src/qwen_docs_helpers/``), if ``start`` is inside one."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / "docs" / "conf.py").is_file() and (folder / "src" / "qwen_docs_helpers").is_dir():
+            return folder
+    return None
+
+
+def default_cache_dir(start: Path | None = None) -> Path:
+    """The private cache: ``$QWEN_DOCS_CACHE``; else ``.cache/qwen-docs`` of the checkout holding ``start`` (default:
+    the current directory), where the site build keeps its stand-ins; else ``~/.cache/qwen-docs``
+    (``$XDG_CACHE_HOME/qwen-docs``).
+
+    One rule for the build and the command line, so ``qwen-docs env`` and ``qwen-docs standins`` see the cache
+    the build made; outside a checkout there is no build to share with, and the user's cache folder is
+    the place that does not depend on where the command happens to run.
+    """
+    if os.environ.get(CACHE_VARIABLE):
+        return Path(os.environ[CACHE_VARIABLE]).expanduser().resolve()
+    root = checkout_root(start or Path.cwd())
+    parent = root / ".cache" if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return (parent / "qwen-docs").resolve()
 
 
 def hub_dir(cache_dir: Path | None = None) -> Path:
@@ -70,7 +96,7 @@ def hub_dir(cache_dir: Path | None = None) -> Path:
     return (cache_dir or default_cache_dir()) / "hub"
 
 
-def _same_folder(a: Path, b: Path) -> bool:
+def same_folder(a: Path, b: Path) -> bool:
     """Whether two paths name the same folder (after ``~`` and links are resolved)."""
     return a.expanduser().resolve() == b.expanduser().resolve()
 
@@ -93,7 +119,7 @@ def user_hub_cache(private: Path | None = None) -> Path:
     if env.get("QWEN_DOCS_REAL_HUB_CACHE"):
         return Path(env["QWEN_DOCS_REAL_HUB_CACHE"]).expanduser()
     explicit = env.get("HF_HUB_CACHE")
-    if explicit and not _same_folder(Path(explicit), private or hub_dir()):
+    if explicit and not same_folder(Path(explicit), private or hub_dir()):
         return Path(explicit).expanduser()
     return default_user_hub_caches()[0]
 
@@ -327,7 +353,7 @@ def replaceable(entry: Path) -> bool:
 def _refuse_user_cache(hub: Path, real_cache: Path) -> None:
     """Refuse a private hub that is the user's own hub cache, where entries would replace real downloads."""
     for user_hub in (real_cache, user_hub_cache(hub), *default_user_hub_caches()):
-        if _same_folder(hub, user_hub):
+        if same_folder(hub, user_hub):
             raise InvalidArgumentError(
                 f"the private cache's hub folder {hub} is your own Hugging Face hub cache",
                 "pass another --cache-dir (or $QWEN_DOCS_CACHE), e.g. ./.cache/qwen-docs: real weights found in "
@@ -427,7 +453,7 @@ def prepare_hub(
     model_ids = list(dict.fromkeys(model_ids))
     unknown = [m for m in model_ids if m not in known_model_ids()]
     if unknown:
-        raise ValueError(f"no stand-in recipe for {', '.join(unknown)}; known ids: {', '.join(known_model_ids())}")
+        raise ValueError(f"{no_recipe(*unknown)}; ids with one: {', '.join(known_model_ids())}")
     hub = hub_dir(cache_dir)
     real_cache = (real_cache or user_hub_cache(hub)).expanduser().resolve()
     _refuse_user_cache(hub, real_cache)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sphinx.testing.util import SphinxTestApp
 
+from qwen_docs_helpers import runtime
 from qwen_docs_helpers.sphinx import site
 from qwen_docs_helpers.sphinx.exec_cache import repair_cache
 
@@ -70,6 +71,21 @@ def test_runtime_key_changes_with_the_helpers_code(tmp_path: Path, monkeypatch: 
     second = site.runtime_key("w=standin")
     assert second != first and second.startswith("cpu-")
     assert site.runtime_key("w=real") != second  # the weights are part of the key too
+
+
+@pytest.mark.parametrize("name", ["python", *runtime._VERSIONED])
+def test_every_version_the_stamp_prints_is_part_of_the_key(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """After an upgrade of anything the stamp names (accelerate, bitsandbytes, Python...), cached pages would show
+    a stamp with the old version: they run again instead."""
+    before_key, before_stamp = site.runtime_key("w"), runtime.describe_runtime(()).as_markdown()
+    if name == "python":
+        monkeypatch.setattr(runtime.platform, "python_version", lambda: "3.99.0")
+    else:
+        real_version = runtime._version
+        monkeypatch.setattr(runtime, "_version", lambda dist: "99.0" if dist == name else real_version(dist))
+    after_stamp = runtime.describe_runtime(()).as_markdown()
+    assert after_stamp != before_stamp and "99.0" in after_stamp  # the stamp does print it
+    assert site.runtime_key("w") != before_key
 
 
 def test_data_files_the_pages_read_are_part_of_the_key(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from sphinx.testing.util import SphinxTestApp
 from qwen_docs_helpers.sphinx.cell_errors import error_line
 from qwen_docs_helpers.sphinx.cells import code_cells
 from qwen_docs_helpers.sphinx.error_outputs import NOT_RUN_CLASS
-from qwen_docs_helpers.sphinx.stamp import STAMP_TAG, models_named
+from qwen_docs_helpers.sphinx.stamp import STAMP_TAG, ids_without_recipe, models_named
 
 ROOT = Path(__file__).parent / "roots" / "stamped"
 
@@ -44,6 +44,24 @@ def built(
 def test_models_named_keeps_known_ids_in_order() -> None:
     text = "Qwen/Qwen1.5-MoE-A2.7B-Chat then Qwen/Qwen2-7B-Instruct, Qwen/Unknown and Qwen/Qwen2-7B-Instruct again"
     assert models_named(text) == ["Qwen/Qwen1.5-MoE-A2.7B-Chat", "Qwen/Qwen2-7B-Instruct"]
+
+
+def test_ids_without_recipe_are_found_with_their_line() -> None:
+    text = ("Qwen/Qwen2-7B-Instruct is known.\nSee https://huggingface.co/collections/Qwen/qwen2-665 and\n"
+            'load_model("Qwen/Qwen2-0.5B-Instruct") or Qwen/Qwen9-1B.\nQwen/Qwen2-0.5B-Instruct again.')
+    assert ids_without_recipe(text) == {"Qwen/Qwen2-0.5B-Instruct": 3, "Qwen/Qwen9-1B": 3}  # full stop not in it
+    assert models_named(text + " Qwen/Qwen2-7B.") == ["Qwen/Qwen2-7B-Instruct", "Qwen/Qwen2-7B"]
+
+
+def test_a_model_id_without_recipe_is_a_warning_at_its_line(built: tuple[SphinxTestApp, str]) -> None:
+    """Not transformers' "check your internet connection" from a cell that loads it offline."""
+    _, warnings = built
+    line = ROOT.joinpath("index.md").read_text().splitlines().index(
+        "It also names `Qwen/Qwen9-1B`, which has no stand-in recipe, and links the") + 1
+    assert (f"index.md:{line}: WARNING: Qwen/Qwen9-1B has no stand-in recipe: add its config.json and "
+            "generation_config.json to src/qwen_docs_helpers/data/published_configs.json (see README)") in warnings
+    assert "qwen2-6659360b33528ced941e557f" not in warnings  # a collection's URL names no model
+    assert warnings.count("has no stand-in recipe") == 1
 
 
 def test_stamp_sits_under_the_title_and_names_the_weights(built: tuple[SphinxTestApp, str]) -> None:

@@ -47,3 +47,28 @@ def test_a_cpu_build_uses_real_weights_only_when_asked(
     resolved = resolve(SMALL_ID, tmp_path / "private")
     assert resolved is not None and resolved.weights == expected
     assert os.environ["HF_HUB_CACHE"] == str(tmp_path / "private" / "hub")
+
+
+@pytest.mark.parametrize("variable", [True, False])
+def test_the_build_keeps_its_cache_where_qwen_docs_cache_says_else_in_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: bool
+) -> None:
+    """The place `qwen-docs standins` and `qwen-docs env` use too (standins.default_cache_dir)."""
+    checkout = tmp_path / "checkout"
+    (checkout / "docs").mkdir(parents=True)
+    (checkout / "docs" / "conf.py").write_text("")
+    (checkout / "src" / "qwen_docs_helpers").mkdir(parents=True)
+    if variable:
+        monkeypatch.setenv("QWEN_DOCS_CACHE", str(tmp_path / "chosen"))
+    else:
+        monkeypatch.delenv("QWEN_DOCS_CACHE", raising=False)
+    monkeypatch.setenv("QWEN_DOCS_WEIGHTS", "standin")
+    monkeypatch.setenv("QWEN_DOCS_REAL_HUB_CACHE", str(tmp_path / "no-user-hub"))
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # prepare_models exports the offline environment
+    config = SimpleNamespace(qwen_docs_prepare_models=True, qwen_docs_cache_dir="", qwen_docs_models=[SMALL_ID],
+                             nb_execution_cache_path="")
+    app = SimpleNamespace(confdir=str(checkout / "docs"), parallel=1)
+    site.prepare_models(app, config)  # type: ignore[arg-type]
+    expected = tmp_path / "chosen" if variable else checkout / ".cache" / "qwen-docs"
+    assert os.environ["HF_HUB_CACHE"] == str(expected.resolve() / "hub")
+    assert resolve(SMALL_ID, expected) is not None

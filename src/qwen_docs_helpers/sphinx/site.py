@@ -13,11 +13,11 @@ from pathlib import Path
 
 from sphinx.application import Sphinx
 from sphinx.config import Config
-from sphinx.errors import ConfigError
 from sphinx.util import logging
 
 from ..published import known_model_ids
-from ..standins import find_real_snapshot, offline_env, prepare_hub
+from ..sitebuild import WEIGHTS_CHOICES, WEIGHTS_VARIABLE, one_of
+from ..standins import default_cache_dir, find_real_snapshot, offline_env, prepare_hub
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +30,11 @@ QUIET_ENV = {
 }
 
 
-#: ``QWEN_DOCS_WEIGHTS``: which weights the pages run on.
-WEIGHTS_CHOICES = ("auto", "real", "standin")
-
-
 def use_real_weights(choice: str | None, has_cuda: bool) -> bool:
     """Whether real weights found in the user's hub cache are used: ``auto`` (the default) uses them where a
     CUDA GPU can run them and not on a CPU (Qwen2-7B in bf16 is 15 GB per copy and minutes per cell there),
-    ``real`` always, ``standin`` never."""
-    choice = (choice or "auto").strip().lower()
-    if choice not in WEIGHTS_CHOICES:
-        raise ConfigError(f"QWEN_DOCS_WEIGHTS={choice!r} is not one of {', '.join(WEIGHTS_CHOICES)}: "
-                          "unset it, or set it to one of those")
+    ``real`` always, ``standin`` never (``choice`` is ``QWEN_DOCS_WEIGHTS``)."""
+    choice = one_of(WEIGHTS_VARIABLE, choice, WEIGHTS_CHOICES)  # a SettingError (ConfigError) when bad
     return choice == "real" or (choice == "auto" and has_cuda)
 
 
@@ -51,9 +44,11 @@ def prepare_models(app: Sphinx, config: Config) -> None:
         return
     import torch
 
-    cache_dir = Path(config.qwen_docs_cache_dir or Path(app.confdir).parent / ".cache" / "qwen-docs")
+    # qwen_docs_cache_dir (conf.py, -D), else $QWEN_DOCS_CACHE, else the checkout's .cache/qwen-docs: where
+    # `qwen-docs standins` and `qwen-docs env` look too
+    cache_dir = Path(config.qwen_docs_cache_dir) if config.qwen_docs_cache_dir else default_cache_dir(Path(app.confdir))
     model_ids = config.qwen_docs_models or known_model_ids()
-    use_real = use_real_weights(os.environ.get("QWEN_DOCS_WEIGHTS"), torch.cuda.is_available())
+    use_real = use_real_weights(os.environ.get(WEIGHTS_VARIABLE), torch.cuda.is_available())
     if not use_real:
         unused = [model_id for model_id in model_ids if find_real_snapshot(model_id)]
         if unused:
@@ -124,23 +119,21 @@ def data_digest(confdir: Path, patterns: list[str]) -> str:
 
 
 def runtime_key(weights: str, data: str = "") -> str:
-    """A short name for what executes the pages: device, versions, the helpers' code, the weights, and the
+    """A short name for what executes the pages: device, Python and library versions (exactly what the stamp
+    prints: :meth:`~qwen_docs_helpers.runtime.Runtime.executed_on`), the helpers' code, the weights, and the
     digest of the data files the pages read (:func:`data_digest`).
 
     The execution cache is keyed on cell code only, so each runtime gets its own cache folder: a GPU runner
     with real weights never reuses outputs executed on a CPU with stand-ins, and an upgrade of torch or
-    transformers, any change to qwen_docs_helpers (which the cells call), or a changed data file (new
-    benchmark results) re-executes every page. A new cache folder also changes the configuration, so Sphinx
-    reads every page again.
+    transformers (or anything else the stamp names), any change to qwen_docs_helpers (which the cells call), or a
+    changed data file (new benchmark results) re-executes every page. A new cache folder also changes the
+    configuration, so Sphinx reads every page again.
     """
-    import torch
-    import transformers
+    from ..runtime import describe_runtime
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    signature = (f"{device}|torch {torch.__version__}|transformers {transformers.__version__}"
-                 f"|helpers {helpers_digest()}|{weights}|data {data}")
-    accelerator = "cuda" if torch.cuda.is_available() else "cpu"
-    return f"{accelerator}-{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
+    runtime = describe_runtime(model_ids=())
+    signature = f"{runtime.executed_on()}|helpers {helpers_digest()}|{weights}|data {data}"
+    return f"{runtime.accelerator}-{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
 
 
 def setup(app: Sphinx) -> dict[str, object]:

@@ -4,12 +4,14 @@ The stamp is produced inside the page's own kernel run (and cached with it), so 
 execution really ran on: device, versions, date, and real or stand-in weights for the models the page
 names, with the stand-in notice when the output is random text. The cell is appended at the end of the
 source (so no line number of the page moves, and it runs after every other cell) and a transform
-shows it under the page title.
+shows it under the page title. A model id the page names that has no stand-in recipe is a warning at its
+line: the build could not make it loadable, so its cells would fail offline with transformers' advice to
+check the internet connection, and the stamp could not say what it ran on.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
 from typing import Any
 
 from docutils import nodes
@@ -18,20 +20,38 @@ from myst_nb.core.read import is_myst_markdown_notebook
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
-from ..published import known_model_ids
+from ..published import MODEL_ID_PATTERN, known_model_ids, no_recipe
 from .cells import cell_tags, code_cells, is_code_cell
 
 logger = logging.getLogger(__name__)
 
-_MODEL_ID = re.compile(r"Qwen/[A-Za-z0-9._-]+")
 #: Tag on the injected cell, so the transform, tests and download tools can recognise it.
 STAMP_TAG = "qd-stamp"
+
+
+def _mentions(text: str) -> Iterator[tuple[str, int]]:
+    """Each model id named in ``text`` and where (a hub name never ends in ``.``: a sentence's full stop is not
+    part of it); a match inside a URL or path (``huggingface.co/collections/Qwen/qwen2-...``) names a web page."""
+    for match in MODEL_ID_PATTERN.finditer(text):
+        name = match.group().rstrip(".-")
+        if name != "Qwen/" and (match.start() == 0 or text[match.start() - 1] != "/"):
+            yield name, match.start()
 
 
 def models_named(text: str) -> list[str]:
     """Known model ids mentioned in a page, in order of first mention."""
     known = set(known_model_ids())
-    return [model_id for model_id in dict.fromkeys(_MODEL_ID.findall(text)) if model_id in known]
+    return [model_id for model_id in dict.fromkeys(name for name, _ in _mentions(text)) if model_id in known]
+
+
+def ids_without_recipe(text: str) -> dict[str, int]:
+    """Model ids a page names that have no stand-in recipe, each with the line of its first mention."""
+    known = set(known_model_ids())
+    found: dict[str, int] = {}
+    for model_id, start in _mentions(text):
+        if model_id not in known and model_id not in found:
+            found[model_id] = text.count("\n", 0, start) + 1
+    return found
 
 
 def stamp_cell(model_ids: list[str]) -> str:
@@ -51,6 +71,14 @@ def stamp_cell(model_ids: list[str]) -> str:
 def add_stamp(app: Sphinx, docname: str, source: list[str]) -> None:
     if app.config.qwen_docs_stamp and is_myst_markdown_notebook(source[0]):
         source[0] = source[0].rstrip("\n") + "\n" + stamp_cell(models_named(source[0]))
+
+
+def warn_ids_without_recipe(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Warn, at its line, about each model id an executed page names that the build cannot make loadable."""
+    if not is_myst_markdown_notebook(source[0]):
+        return
+    for model_id, line in ids_without_recipe(source[0]).items():
+        logger.warning(no_recipe(model_id), location=(docname, line), type="qwen_docs", subtype="no_recipe")
 
 
 def is_stamp_cell(node: nodes.Node) -> bool:
@@ -78,5 +106,6 @@ class MoveStampUnderTitle(Transform):
 def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("qwen_docs_stamp", True, "env", bool)
     app.connect("source-read", add_stamp, priority=600)
+    app.connect("source-read", warn_ids_without_recipe)
     app.add_transform(MoveStampUnderTitle)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
