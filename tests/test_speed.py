@@ -21,6 +21,7 @@ from qwen_docs_helpers.speed import (
     BenchmarkResults,
     figure_svg,
     load_results,
+    markdown_table,
     options_table,
     plot_results,
     plot_roofline,
@@ -133,17 +134,71 @@ def test_options_table_compares_with_sdpa(gpu_results: BenchmarkResults) -> None
     assert expected in lines
 
 
-def test_plots_render_deterministic_svg(gpu_results: BenchmarkResults) -> None:
-    from qwen_docs_helpers.published import published_config
+def test_markdown_table() -> None:
+    table = markdown_table(["model", "format", "GiB"], [["Qwen2-7B", "nf4", 5.5], ["a|b", "bf16", "1,024"]], left=2)
+    assert table.splitlines() == [
+        "| model | format | GiB |",
+        "|---|---|--:|",  # the first `left` columns aligned left, the numbers right
+        "| Qwen2-7B | nf4 | 5.5 |",
+        "| a\\|b | bf16 | 1,024 |",  # a pipe in a cell does not start a new column
+    ]
+    assert markdown_table(["a", "b"], []).splitlines() == ["| a | b |", "|---|--:|"]
+    titled = markdown_table(["a"], [[1]], title="**Qwen2-7B**: 56 KiB")
+    assert titled == "**Qwen2-7B**: 56 KiB\n\n| a |\n|---|\n| 1 |"
+    # A notebook renders it as Markdown; a plain script prints the text itself, not an object's repr.
+    assert titled._repr_markdown_() == titled and f"{titled}" == str(titled) == titled
 
+
+def _tick_labels(labels: list[Any]) -> list[str]:
+    return [label.get_text() for label in labels if label.get_text()]
+
+
+def test_plots_render_deterministic_svg(gpu_results: BenchmarkResults) -> None:
     figure = plot_results(gpu_results)
     assert len(figure.axes) == 6  # speed and memory for each of three models
     svg = figure_svg(figure)
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     assert figure_svg(plot_results(gpu_results)) == svg  # no dates or random ids: unchanged results, same page
+    # Transparent: the page's stylesheet gives the plot its background, light or dark (img.qd-plot).
+    background = svg.split('<g id="patch_1">')[1].split("</g>")[0]
+    assert 'style="fill: none"' in background
+
+
+def test_results_plot_is_labelled_and_legible(gpu_results: BenchmarkResults) -> None:
+    """One row per model, titled with its name; a legend says which mark is the roofline; plain tick numbers."""
+    figure = plot_results(gpu_results)
+    assert figure.get_figwidth() <= 6  # shown at about its own size: text stays legible scaled to a phone
+    speed_axes, memory_axes = figure.axes[0::2], figure.axes[1::2]
+    assert [axis.get_title(loc="left") for axis in speed_axes] == [
+        "Qwen2-7B-Instruct", "Qwen2-1.5B-Instruct", "Qwen1.5-MoE-A2.7B-Chat"]
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "measured decoding speed", "its roofline", "peak memory"]
+    figure_svg(figure)  # draws it, so that the tick labels are set
+    speed = _tick_labels(speed_axes[0].get_xticklabels())
+    assert any("," in label for label in speed)  # the tiny fixture's rooflines are 100,000s of tokens/s
+    assert all(label.replace(",", "").isdigit() for label in speed)
+    assert all(label.replace(".", "").isdigit() for label in _tick_labels(memory_axes[0].get_xticklabels()))
+    assert not _tick_labels(memory_axes[0].get_yticklabels())  # the variants are named once, on the left
+    plotted = [r for r in gpu_results.rows if r["model"] == "Qwen/Qwen2-7B-Instruct" and r["batch"] == 1
+               and r["status"] == "ok"]
+    assert [line.get_xdata()[0] for line in speed_axes[0].lines] == [r["roofline_tokens_per_s"] for r in plotted]
+
+
+def test_roofline_plot_reads_its_values() -> None:
+    from qwen_docs_helpers.published import published_config
+
     configs = {m: published_config(m) for m in ("Qwen/Qwen2-7B-Instruct", "Qwen/Qwen1.5-MoE-A2.7B-Chat")}
     roof = plot_roofline(configs, 3.35e12, batches=(1, 4, 16), label="H100")
-    assert len(roof.axes[0].lines) == 2 and "H100" in roof.axes[0].get_title()
+    (axis,) = roof.axes
+    assert len(axis.lines) == 2 and "H100" in axis.get_title()
+    assert [text.get_text() for text in axis.get_legend().get_texts()] == ["Qwen2-7B-Instruct",
+                                                                        "Qwen1.5-MoE-A2.7B-Chat"]
+    # The batch-1 values are written beside the lines, as the text quotes them.
+    assert [text.get_text() for text in axis.texts] == ["236", "676"]
+    figure_svg(roof)
+    ticks = _tick_labels(axis.get_yticklabels())  # 1-2-5 steps, plain numbers with thousands separators
+    assert {"200", "500", "1,000", "2,000"} <= set(ticks) and all(t.replace(",", "").isdigit() for t in ticks)
 
 
 def test_spec_bandwidth_by_gpu_name() -> None:

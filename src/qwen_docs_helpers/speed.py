@@ -47,12 +47,14 @@ __all__ = [
     "SPEC_BANDWIDTHS",
     "Anchor",
     "BenchmarkResults",
+    "MarkdownText",
     "ModelSize",
     "Traffic",
     "WeightFormat",
     "figure_svg",
     "kv_cache_bytes_per_token",
     "load_results",
+    "markdown_table",
     "model_size",
     "options_table",
     "plot_results",
@@ -404,28 +406,49 @@ def _short(model_id: str) -> str:
     return model_id.split("/")[-1]
 
 
+class MarkdownText(str):
+    """Markdown that a notebook renders (``display(text)``, or the cell's last expression) and a plain Python
+    script prints as it is, a readable table."""
+
+    __slots__ = ()
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def markdown_table(
+    header: Sequence[str], rows: Iterable[Sequence[object]], *, left: int = 1, title: str = ""
+) -> MarkdownText:
+    """A Markdown table: the ``left`` first columns aligned left, the others (numbers) right, under ``title`` (a
+    Markdown paragraph) if given. Cells are written with ``str``, so format numbers first; ``|`` is escaped."""
+
+    def line(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    align = "|" + "|".join("---" if i < left else "--:" for i in range(len(header))) + "|"
+    table = "\n".join([line(header), align, *(line(row) for row in rows)])
+    return MarkdownText(f"{title}\n\n{table}" if title else table)
+
+
 def results_table(result: BenchmarkResults, *, models: Sequence[str] | None = None) -> str:
     """Markdown: per model, a table of every successful row (speed, first token, memory, share of the roofline),
     then the rows that failed, with their errors."""
+    header = ("variant", "batch", "tok/s per sequence", "tok/s, all sequences", "first token, ms",
+              "peak memory, GiB", "roofline tok/s", "share of roofline")
     sections = []
     ok = _ok(result.rows)
     for model in dict.fromkeys(row["model"] for row in result.rows):
         if models is not None and model not in models:
             continue
-        lines = [
-            f"**{_short(model)}**", "",
-            "| variant | batch | tok/s per sequence | tok/s, all sequences | first token, ms | peak memory, GiB "
-            "| roofline tok/s | share of roofline |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|",
-        ]
+        rows = []
         for row in (r for r in ok if r["model"] == model):
             share = row.get("roofline_share")
-            lines.append(
-                f"| {row['variant']} | {row['batch']} | {_fmt(row['decode_tokens_per_s'])} "
-                f"| {_fmt(row['throughput_tokens_per_s'])} | {_fmt(row['ttft_s'], 1, 1e-3)} "
-                f"| {_fmt(row.get('peak_memory_bytes'), 2, 2**30)} | {_fmt(row['roofline_tokens_per_s'], 0)} "
-                f"| {'–' if share is None else f'{share:.0%}'} |"  # noqa: RUF001
-            )
+            rows.append((
+                row["variant"], row["batch"], _fmt(row["decode_tokens_per_s"]), _fmt(row["throughput_tokens_per_s"]),
+                _fmt(row["ttft_s"], 1, 1e-3), _fmt(row.get("peak_memory_bytes"), 2, 2**30),
+                _fmt(row["roofline_tokens_per_s"], 0), "–" if share is None else f"{share:.0%}",  # noqa: RUF001
+            ))
+        lines = [f"**{_short(model)}**", "", markdown_table(header, rows)]
         failed = [row for row in result.rows if row["model"] == model and row.get("status") != "ok"]
         if failed:
             lines += ["", "Not measured: " + "; ".join(
@@ -436,8 +459,7 @@ def results_table(result: BenchmarkResults, *, models: Sequence[str] | None = No
 
 def options_table(result: BenchmarkResults, *, baseline: str = "sdpa") -> str:
     """What each option costs or gains in batch-1 speed and saves in peak memory, next to ``baseline``."""
-    lines = ["| model | option | decode speed vs " + baseline + " | peak memory vs " + baseline + " |",
-             "|---|---|--:|--:|"]
+    table = []
     rows = [row for row in _ok(result.rows) if row["batch"] == 1]
     for model in dict.fromkeys(row["model"] for row in rows):
         base = next((row for row in rows if row["model"] == model and row["variant"] == baseline), None)
@@ -451,34 +473,68 @@ def options_table(result: BenchmarkResults, *, baseline: str = "sdpa") -> str:
             if row.get("peak_memory_bytes") and base.get("peak_memory_bytes"):
                 delta = (row["peak_memory_bytes"] - base["peak_memory_bytes"]) / 2**30
                 memory = f"{delta:+.2f} GiB"
-            lines.append(f"| {_short(model)} | {row['variant']} | {speed:.2f}x | {memory} |")
-    return "\n".join(lines)
+            table.append((_short(model), row["variant"], f"{speed:.2f}x", memory))
+    return markdown_table(("model", "option", f"decode speed vs {baseline}", f"peak memory vs {baseline}"), table,
+                          left=2)
+
+
+#: Size (inches) and text sizes (points) of the speed page's plots: an image is shown at its own width on a desktop
+#: (about 520 CSS pixels) and scaled to about two thirds on a phone, where 11 points still read as about 10 pixels.
+_PLOT_WIDTH = 5.4
+_PLOT_STYLE: dict[Any, Any] = {
+    "font.size": 11.5, "axes.titlesize": 12, "axes.labelsize": 11.5, "xtick.labelsize": 11,
+    "ytick.labelsize": 11, "legend.fontsize": 11,
+}
+_SPEED, _ROOFLINE, _MEMORY = "#4c72b0", "#c44e52", "#55a868"
+
+
+def _number(value: float, _position: object = None) -> str:
+    """A tick label: thousands separated, no exponent, no trailing zeros (``1,000``, ``0.5``)."""
+    return f"{value:,.0f}" if abs(value) >= 10 or value == round(value) else f"{value:g}"
 
 
 def plot_results(result: BenchmarkResults) -> Figure:
-    """Batch-1 decoding speed per variant for each model, with its roofline, and peak memory beside it."""
+    """Batch-1 decoding speed per variant for each model, with its roofline, and peak memory beside it: one row
+    per model, with a legend."""
     logging.getLogger("matplotlib").setLevel(logging.ERROR)  # a first import builds a font cache and says so
+    import matplotlib
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     rows = [row for row in _ok(result.rows) if row["batch"] == 1]
     models = list(dict.fromkeys(row["model"] for row in rows))
-    figure = Figure(figsize=(9, 2.6 * max(len(models), 1)), layout="constrained")
-    axes = figure.subplots(max(len(models), 1), 2, squeeze=False)
-    for (speed_axis, memory_axis), model in zip(axes, models, strict=False):
-        mine = [row for row in rows if row["model"] == model]
-        names = [row["variant"] for row in mine]
-        speed_axis.barh(names, [row["decode_tokens_per_s"] for row in mine], color="#4c72b0")
-        for row, y in zip(mine, range(len(mine)), strict=True):
-            speed_axis.plot([row["roofline_tokens_per_s"]] * 2, [y - 0.4, y + 0.4], color="#c44e52", linewidth=2)
-        speed_axis.xaxis.set_major_locator(MaxNLocator(nbins=4))
-        speed_axis.set_title(f"{_short(model)}: tokens/s at batch 1 (red: roofline)", fontsize=9)
-        speed_axis.invert_yaxis()
-        memory = [(row.get("peak_memory_bytes") or 0) / 2**30 for row in mine]
-        memory_axis.barh(names, memory, color="#55a868")
-        memory_axis.set_title("peak GPU memory, GiB", fontsize=9)
-        memory_axis.invert_yaxis()
-        memory_axis.set_yticklabels([])
+    with matplotlib.rc_context(_PLOT_STYLE):
+        counts = [sum(row["model"] == model for row in rows) for model in models]
+        height = max(0.5 + sum(1.0 + 0.28 * count for count in counts), 2.0)
+        figure = Figure(figsize=(_PLOT_WIDTH, height), layout=ConstrainedLayoutEngine(h_pad=0.1, w_pad=0.15))
+        axes = figure.subplots(max(len(models), 1), 2, squeeze=False, width_ratios=(3, 2),
+                               height_ratios=[max(count, 1) for count in counts] or None)
+        for (speed_axis, memory_axis), model in zip(axes, models, strict=False):
+            mine = [row for row in rows if row["model"] == model]
+            names = [row["variant"] for row in mine]
+            speed_axis.barh(names, [row["decode_tokens_per_s"] for row in mine], color=_SPEED)
+            for y, row in enumerate(mine):
+                speed_axis.plot([row["roofline_tokens_per_s"]] * 2, [y - 0.42, y + 0.42], color=_ROOFLINE,
+                                linewidth=2.5)
+            speed_axis.set_title(_short(model), loc="left", fontweight="bold")
+            speed_axis.set_xlabel("tokens/s at batch 1")
+            speed_axis.invert_yaxis()
+            memory_axis.sharey(speed_axis)
+            memory_axis.barh(names, [(row.get("peak_memory_bytes") or 0) / 2**30 for row in mine], color=_MEMORY)
+            memory_axis.set_xlabel("peak GPU memory, GiB")
+            memory_axis.tick_params(axis="y", left=False, labelleft=False)
+            for axis in (speed_axis, memory_axis):
+                axis.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+                axis.xaxis.set_major_formatter(FuncFormatter(_number))
+                axis.grid(True, axis="x", alpha=0.3)
+                axis.set_axisbelow(True)
+        figure.legend(handles=[Patch(color=_SPEED, label="measured decoding speed"),
+                               Line2D([], [], color=_ROOFLINE, linewidth=2.5, label="its roofline"),
+                               Patch(color=_MEMORY, label="peak memory")],
+                      loc="outside upper center", ncols=3, frameon=False, handlelength=1.2, columnspacing=1.0)
     return figure
 
 
@@ -486,32 +542,43 @@ def plot_roofline(
     configs: dict[str, PretrainedConfig], bandwidth: float, *, batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
     context: int = 1024, label: str = "",
 ) -> Figure:
-    """Roofline throughput (tokens/s, all sequences) against batch size, one line per model, log-log."""
+    """Roofline throughput (tokens/s, all sequences) against batch size, one line per model, log-log, with the
+    batch-1 values written beside the lines."""
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
+    import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    figure = Figure(figsize=(7, 3.6), layout="constrained")
-    axis = figure.subplots()
-    for name, config in configs.items():
-        values = [batch * roofline_tokens_per_s(config, bandwidth, batch=batch, context=context) for batch in batches]
-        axis.plot(batches, values, marker="o", label=_short(name))
-    axis.set_xscale("log", base=2)
-    axis.set_yscale("log")
-    axis.set_xticks(list(batches), [str(b) for b in batches])
-    axis.set_xlabel("sequences decoded together (batch size)")
-    axis.set_ylabel("tokens/s, all sequences")
-    axis.set_title(f"Memory-bandwidth roofline{', ' + label if label else ''}, context {context:,} tokens",
-                   fontsize=10)
-    axis.grid(True, which="major", alpha=0.3)
-    axis.legend(fontsize=8)
+    with matplotlib.rc_context(_PLOT_STYLE):
+        figure = Figure(figsize=(_PLOT_WIDTH, 4.2), layout="constrained")
+        axis = figure.subplots()
+        for name, config in configs.items():
+            values = [batch * roofline_tokens_per_s(config, bandwidth, batch=batch, context=context)
+                      for batch in batches]
+            (line,) = axis.plot(batches, values, marker="o", label=_short(name))
+            axis.annotate(_number(values[0]), (batches[0], values[0]), xytext=(-7, 0), textcoords="offset points",
+                          ha="right", va="center", color=line.get_color(), fontsize=10.5)
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xticks(list(batches), [str(b) for b in batches])
+        axis.set_xlim(batches[0] / 2.5, batches[-1] * 1.25)  # room for the batch-1 values on the left
+        axis.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+        axis.yaxis.set_major_formatter(FuncFormatter(_number))
+        axis.yaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel("sequences decoded together (batch size)")
+        axis.set_ylabel("tokens/s, all sequences")
+        axis.set_title(f"Memory-bandwidth roofline{', ' + label if label else ''},\ncontext {context:,} tokens")
+        axis.grid(True, which="major", alpha=0.3)
+        axis.legend(loc="upper left")
     return figure
 
 
 def figure_svg(figure: Figure) -> str:
-    """The figure as SVG text with no date or random ids in it, so unchanged results give an unchanged page."""
+    """The figure as SVG text with no date or random ids in it, so unchanged results give an unchanged page. The
+    background is transparent: the page's stylesheet gives the image its card (``img.qd-plot``)."""
     import matplotlib
 
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": "qwen-docs", "svg.fonttype": "none"}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
+        figure.savefig(buffer, format="svg", metadata={"Date": None}, transparent=True)
     return buffer.getvalue()
