@@ -23,3 +23,11 @@ def code_cells(
 def cell_tags(cell: nodes.Element) -> list[str]:
     """The tags of a rendered code cell (its ``:tags:`` option)."""
     return list((cell.get("cell_metadata") or {}).get("tags", []))
+
+
+def ancestors(node: nodes.Node) -> Iterator[nodes.Element]:
+    """The elements enclosing ``node`` (a cell's tab-item, dropdown, section ...), innermost first."""
+    parent = node.parent
+    while parent is not None and not isinstance(parent, nodes.document):
+        yield parent
+        parent = parent.parent

@@ -27,7 +27,7 @@ import contextlib
 import io
 import os
 import tokenize
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,7 +42,7 @@ from sphinx.util import logging
 from .cell_code import is_shown, names, without_magics
 from .cell_code import source as _source
 from .cell_code import tags as _tags
-from .cells import code_cells
+from .cells import ancestors, code_cells
 from .stamp import STAMP_TAG, is_stamp_cell
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def _place(cell: nodes.Element) -> str:
     """Nearest section (not the page title), then enclosing dropdowns and tabs, outermost first."""
     parts: list[str] = []
     section_seen = False
-    for ancestor in _ancestors(cell):
+    for ancestor in ancestors(cell):
         component = ancestor.get("design_component")
         if component in ("tab-item", "dropdown"):
             parts.append(_title(ancestor))
@@ -189,13 +189,6 @@ def _place(cell: nodes.Element) -> str:
             if isinstance(ancestor.parent, nodes.section):  # a page title has the document as parent
                 parts.append(_title(ancestor))
     return _SEPARATOR.join(part for part in reversed(parts) if part)
-
-
-def _ancestors(node: nodes.Node) -> Iterable[nodes.Element]:
-    parent = node.parent
-    while parent is not None and not isinstance(parent, nodes.document):
-        yield parent
-        parent = parent.parent
 
 
 def executed_notebook(path: Path, *, method: str | None, cache_path: str | None) -> nbformat.NotebookNode:

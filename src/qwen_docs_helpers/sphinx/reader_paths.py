@@ -30,7 +30,7 @@ sync key of the page, or one the cell needs nothing from, warns as stale.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -40,7 +40,7 @@ from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
 from .cell_code import from_node, is_shown, names, without_magics
-from .cells import code_cells
+from .cells import ancestors, code_cells
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +135,6 @@ def _read_tab_sets(document: nodes.document) -> _Page:
     return page
 
 
-def _ancestors(node: nodes.Node) -> Iterator[nodes.Element]:
-    parent = node.parent
-    while parent is not None and not isinstance(parent, nodes.document):
-        yield parent
-        parent = parent.parent
-
-
 def _add(condition: Condition, choice: str, values: frozenset[str]) -> None:
     condition[choice] = condition[choice] & values if choice in condition else values
 
@@ -156,7 +149,7 @@ def _read_cells(document: nodes.document, page: _Page) -> list[_Cell]:
         tabs: list[_Tab] = []
         condition: Condition = {}
         dropdowns: list[nodes.Element] = []
-        for ancestor in reversed(list(_ancestors(node))):
+        for ancestor in reversed(list(ancestors(node))):
             if _component(ancestor, "tab-item") and id(ancestor) in page.items:
                 tab, values = page.items[id(ancestor)]
                 tabs.append(tab)
