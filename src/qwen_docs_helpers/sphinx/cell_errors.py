@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from docutils import nodes
+from myst_nb.core.render import strip_ansi
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.transforms import SphinxTransform
@@ -31,7 +32,6 @@ from .stamp import is_stamp_cell
 
 logger = logging.getLogger(__name__)
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: What each page-level execution failure means for the reader of the build log.
 _FAILURES = {
     "CellTimeoutError": "timed out (ran past nb_execution_timeout, {timeout} s): make it faster, "
@@ -60,7 +60,7 @@ def _is_authors_cell(cell: nodes.container) -> bool:
 
 def error_line(traceback: str) -> str:
     """The ``Name: message`` line that ends a rendered traceback."""
-    lines = [line.strip() for line in _ANSI.sub("", traceback).splitlines() if line.strip()]
+    lines = [line.strip() for line in strip_ansi(traceback).splitlines() if line.strip()]
     return lines[-1] if lines else "an error"
 
 
@@ -155,7 +155,7 @@ class ReportFailedCells(SphinxTransform):
 
     def _hidden_cell_line(self, traceback: str) -> int | None:
         """The line, in the page source, of the cell that nbclient's error text quotes (None: not found)."""
-        source = _FAILED_SOURCE.search(_ANSI.sub("", traceback))
+        source = _FAILED_SOURCE.search(strip_ansi(traceback))
         page = self.env.doc2path(self.env.docname)
         if source is None or not page.is_file():
             return None

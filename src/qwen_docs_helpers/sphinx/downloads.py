@@ -42,7 +42,7 @@ from sphinx.util import logging
 from .cell_code import is_shown, names, without_magics
 from .cell_code import source as _source
 from .cell_code import tags as _tags
-from .cells import ancestors, code_cells
+from .cells import ancestors, code_cells, heading, is_component
 from .stamp import STAMP_TAG, is_stamp_cell
 
 logger = logging.getLogger(__name__)
@@ -171,23 +171,17 @@ def script_from_notebook(
 # ------------------------------------------------------------------------------------------- Sphinx
 
 
-def _title(node: nodes.Element) -> str:
-    first = node.children[0] if node.children else None
-    return first.astext() if isinstance(first, (nodes.title, nodes.rubric)) else ""
-
-
 def _place(cell: nodes.Element) -> str:
     """Nearest section (not the page title), then enclosing dropdowns and tabs, outermost first."""
     parts: list[str] = []
     section_seen = False
     for ancestor in ancestors(cell):
-        component = ancestor.get("design_component")
-        if component in ("tab-item", "dropdown"):
-            parts.append(_title(ancestor))
+        if is_component(ancestor, "tab-item") or is_component(ancestor, "dropdown"):
+            parts.append(heading(ancestor))
         elif isinstance(ancestor, nodes.section) and not section_seen:
             section_seen = True
             if isinstance(ancestor.parent, nodes.section):  # a page title has the document as parent
-                parts.append(_title(ancestor))
+                parts.append(heading(ancestor))
     return _SEPARATOR.join(part for part in reversed(parts) if part)
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any
 
 from docutils import nodes
 from sphinx.application import Sphinx
@@ -40,7 +40,7 @@ from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
 from .cell_code import from_node, is_shown, names, without_magics
-from .cells import ancestors, code_cells
+from .cells import ancestors, code_cells, heading, is_component
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +51,6 @@ CONTINUES_CLASS = "qd-continues"
 _WARNING_TYPE, _WARNING_SUBTYPE = "qwen_docs", "reader_paths"
 
 Condition = dict[str, frozenset[str]]  # choice -> the values of it under which a cell is on the path
-
-
-def _component(node: nodes.Node, name: str) -> TypeGuard[nodes.Element]:
-    return isinstance(node, nodes.Element) and node.get("design_component") == name
-
-
-def _title(node: nodes.Element) -> str:
-    first = node.children[0] if node.children else None
-    return first.astext() if isinstance(first, nodes.rubric) else ""
 
 
 @dataclass(frozen=True)
@@ -90,7 +81,7 @@ class _Cell:
 
     def where(self) -> str:
         places = [tab.describe() for tab in reversed(self.tabs)]
-        places += [f"the dropdown {_title(dropdown)!r}" for dropdown in reversed(self.dropdowns)]
+        places += [f"the dropdown {heading(dropdown)!r}" for dropdown in reversed(self.dropdowns)]
         return "code in " + " in ".join(places) if places else "code outside the tabs"
 
 
@@ -107,9 +98,9 @@ class _Page:
 def _read_tab_sets(document: nodes.document) -> _Page:
     page = _Page()
     defaults: list[tuple[nodes.Element, str, set[str]]] = []  # default tab of a synced set, its group, its keys
-    tab_sets = [node for node in document.findall(nodes.Element) if _component(node, "tab-set")]
+    tab_sets = [node for node in document.findall(nodes.Element) if is_component(node, "tab-set")]
     for number, tab_set in enumerate(tab_sets):
-        items = [child for child in tab_set.children if _component(child, "tab-item")]
+        items = [child for child in tab_set.children if is_component(child, "tab-item")]
         labels = [item[0] if item.children and isinstance(item[0], nodes.rubric) else None for item in items]
         keys = [label.get("sync_id") if label is not None else None for label in labels]
         groups = {label.get("sync_group") if label is not None else None for label in labels}
@@ -118,7 +109,7 @@ def _read_tab_sets(document: nodes.document) -> _Page:
         domain = page.domains.setdefault(choice, [])
         for index, (item, key) in enumerate(zip(items, keys, strict=True)):
             value = str(key) if synced else str(index)
-            tab = _Tab(choice, value, _title(item) or value, synced, tab_set.line)
+            tab = _Tab(choice, value, heading(item) or value, synced, tab_set.line)
             if value not in domain:
                 domain.append(value)
                 page.tabs[(choice, value)] = tab
@@ -150,11 +141,11 @@ def _read_cells(document: nodes.document, page: _Page) -> list[_Cell]:
         condition: Condition = {}
         dropdowns: list[nodes.Element] = []
         for ancestor in reversed(list(ancestors(node))):
-            if _component(ancestor, "tab-item") and id(ancestor) in page.items:
+            if is_component(ancestor, "tab-item") and id(ancestor) in page.items:
                 tab, values = page.items[id(ancestor)]
                 tabs.append(tab)
                 _add(condition, tab.choice, values)
-            elif _component(ancestor, "dropdown"):
+            elif is_component(ancestor, "dropdown"):
                 dropdowns.append(ancestor)
         bound, read = found
         continues = cell["metadata"].get(CONTINUES_KEY)
@@ -190,7 +181,7 @@ def _missing_paths(
 def _describe_readers(page: _Page, missing: list[dict[str, str]], binders: list[_Cell], reader: _Cell) -> str:
     """Who lacks the name: "a reader of the Pipeline tab", or who skipped a dropdown."""
     if not any(_visible(binder, reader) for binder in binders):
-        return f"a reader who skips the dropdown {_title(_skipped(binders[0], reader))!r}"
+        return f"a reader who skips the dropdown {heading(_skipped(binders[0], reader))!r}"
     labels = page.tabs
     parts = []
     order = list(page.domains)

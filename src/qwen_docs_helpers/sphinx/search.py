@@ -13,12 +13,10 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 
+from .cells import is_cell_output
+
 #: Sphinx's class for content its search index leaves out.
 NO_SEARCH = "no-search"
-
-
-def _is_output(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.container) and node.get("nb_element") == "cell_code_output"
 
 
 class KeepOutputsOutOfSearch(SphinxTransform):
@@ -27,7 +25,7 @@ class KeepOutputsOutOfSearch(SphinxTransform):
     default_priority = 500
 
     def apply(self, **kwargs: Any) -> None:
-        for output in self.document.findall(_is_output):
+        for output in self.document.findall(is_cell_output):
             if isinstance(output, nodes.Element) and NO_SEARCH not in output["classes"]:
                 output["classes"].append(NO_SEARCH)
 
