@@ -1,4 +1,4 @@
-"""Give every executed page a "executed on" stamp, computed by a hidden cell that runs with the page.
+"""Give every executed page an "executed on" stamp, computed by a hidden cell that runs with the page.
 
 The stamp is produced inside the page's own kernel run (and cached with it), so it states what that
 execution really ran on: device, versions, date, and real or stand-in weights for the models the page
@@ -106,6 +106,7 @@ class MoveStampUnderTitle(Transform):
 def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("qwen_docs_stamp", True, "env", bool)
     app.connect("source-read", add_stamp, priority=600)
-    app.connect("source-read", warn_ids_without_recipe)
+    # on the text as written, before nested_cells hoists cells out of tabs (priority 500): the file's own lines
+    app.connect("source-read", warn_ids_without_recipe, priority=400)
     app.add_transform(MoveStampUnderTitle)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
