@@ -280,3 +280,36 @@ def test_copy_buttons_copy_exactly_the_cell_source(crawl: Crawl, new_context: Ca
             problems.append(f"{facts.path}: {outputs_with_button} cell outputs have a copy button")
     assert not problems, "\n".join(problems)
     assert not watched.errors, watched.errors
+
+
+# ---------------------------------------------------------------- print
+
+_PRINTED = """() => {
+    const hidden = (selector) => [...document.querySelectorAll(selector)].filter((node) => !node.checkVisibility());
+    const label = (node) => node.closest(".sd-tab-content, details")?.previousElementSibling?.textContent.trim()
+        ?? node.closest("details")?.querySelector("summary")?.textContent.trim();
+    return {
+        panels: hidden(".sd-tab-set > .sd-tab-content").map((panel) => `tab ${label(panel)}`),
+        dropdowns: hidden("details.sd-dropdown > .sd-summary-content")
+            .map((body) => `dropdown ${body.parentElement.querySelector("summary").textContent.trim()}`),
+        cut: [...document.querySelectorAll(".cell_input pre")]
+            .filter((pre) => pre.checkVisibility() && pre.scrollWidth > pre.clientWidth + 1)
+            .map((pre) => `code cut at the margin: ${pre.textContent.split("\\n")[0]}`),
+        labels: [...document.querySelectorAll(".sd-tab-set > label")].filter((l) => !l.checkVisibility()).length,
+    };
+}"""
+
+
+def test_a_printed_page_holds_every_tab_and_dropdown(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
+    """On paper nothing can be clicked: every tab panel (under its label) and every dropdown prints, code wraps."""
+    page = new_context(viewport={"width": 700, "height": 900}).new_page()
+    page.emulate_media(media="print")
+    problems = []
+    for facts in crawl.executed_pages:
+        page.goto(crawl.site.page(facts.path))
+        printed = page.evaluate(_PRINTED)
+        for kind in ("panels", "dropdowns", "cut"):
+            problems += [f"{facts.path}: {what}" for what in printed[kind]]
+        if printed["labels"]:
+            problems.append(f"{facts.path}: {printed['labels']} tab labels do not print")
+    assert not problems, "\n".join(problems)
