@@ -21,6 +21,7 @@ from myst_nb.core.read import read_myst_markdown_notebook
 from sphinx.cmd.build import build_main
 from sphinx.testing.util import SphinxTestApp
 
+from qwen_docs_helpers.sphinx import error_outputs
 from qwen_docs_helpers.sphinx.nested_cells import SLOT_KEY, hoist_nested_cells, nested_cell_slot
 
 ROOTS = Path(__file__).parent / "roots"
@@ -288,7 +289,9 @@ def test_cell_tags_behave_as_for_top_level_cells(built: Built) -> None:
     assert pipeline["cell_metadata"]["tags"] == ["raises-exception"]
     assert hidden["cell_metadata"]["tags"] == ["hide-output"] and hidden["hide_mode"] == "output"
     # hide-output: myst-nb's HTML post-transform folds the output below the input
-    folded = _element_texts(built.html("tabs"), lambda tag, attrs: tag == "details")
+    folded = _element_texts(
+        built.html("tabs"), lambda tag, attrs: tag == "details" and "qd-traceback" not in (attrs.get("class") or "")
+    )
     assert len(folded) == 1 and "hidden 84" in folded[0] and "print" not in folded[0]
     # raises-exception: the traceback is shown, and the run carried on (later cells have outputs)
     assert "ValueError: boom" in _tab_panel_texts(built.html("tabs"))[1]
@@ -358,10 +361,24 @@ def test_orphan_slots_warn_with_their_page_line_and_fail_w(tmp_path: Path) -> No
         (22, "nested_cells.unused"),  # a slot option with no placeholder (at its fence line)
         (27, "nested_cells.missing"),  # a placeholder with no cell
         (30, "ref.doc"),  # found after hoisting, reported at its line in the file
-        (33, "nested_cells.options"),  # unreadable options: left nested (and myst-nb warns too)
+        (32, "myst.directive_unknown"),  # found while parsing the hoisted text: its line in the file too
+        (35, "myst.role_unknown"),
+        (38, "nested_cells.options"),  # unreadable options: left nested (and myst-nb warns too)
+        (38, "mystnb.nbcell"),
     } <= found
     # not a notebook: left to myst-nb, which warns about the nested cell (one line below its fence)
     assert re.search(r"plain\.md:12: WARNING: .*\[mystnb\.nbcell\]$", warnings.read_text(), re.M)
     assert "nested_cells" not in "".join(line for line in warnings.read_text().splitlines() if "plain.md" in line)
     html = (tmp_path / "out" / "index.html").read_text(encoding="utf8")
     assert "dropped by sphinx-design" in html and "a slot that was never hoisted" in html
+
+
+def test_with_another_renderer_the_doctree_still_gets_the_file_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a renderer other than ours does not map the tokens: the transform maps the nodes back instead
+    monkeypatch.setattr(error_outputs, "map_lines_back", lambda md: None)
+    shutil.copytree(ROOTS / "orphans", tmp_path / "src")
+    warnings = tmp_path / "warnings.txt"
+    build_main(["-q", "-b", "html", "-w", str(warnings), str(tmp_path / "src"), str(tmp_path / "out")])
+    assert re.search(r"index\.md:30: WARNING: unknown document: 'no-such-page'", warnings.read_text())

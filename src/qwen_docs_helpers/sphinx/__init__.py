@@ -14,7 +14,8 @@
 - ``cell_errors``: a failed cell (or one whose kernel died) is reported with its page and line;
 - ``downloads``: each executed page offers its notebook and its Python;
 - ``hf_docstrings``: transformers' Markdown docstrings render as valid reST in the API reference;
-- ``error_outputs``: error outputs show their ``Name: message`` line first (myst-nb renderer ``qwen_docs``);
+- ``error_outputs``: error outputs show their ``Name: message`` line first (myst-nb renderer ``qwen_docs``, the
+  default here; it also gives pages whose cells were hoisted the file's lines);
 - ``search``: cell outputs (random text, with stand-ins) stay out of the search index.
 """
 
@@ -28,6 +29,7 @@ from . import (
     cell_errors,
     dead_kernel,
     downloads,
+    error_outputs,
     exec_cache,
     hf_docstrings,
     nested_cells,
@@ -42,7 +44,7 @@ from . import (
 
 def setup(app: Sphinx) -> dict[str, Any]:
     modules = (site, exec_cache, nested_cells, reader_paths, stamp, downloads, dead_kernel, cell_errors, hf_docstrings,
-               streams, stderr, search)
+               streams, stderr, search, error_outputs)
     for module in modules:
         module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -7,6 +7,10 @@ line that matters sits below hundreds of lines of library frames, out of view. T
 ``Name: message`` line from the output's own ``ename`` and ``evalue``, with the full traceback folded
 under it. A cell that :func:`~qwen_docs_helpers.requirements.require` skipped shows its notice as a note,
 not as a failure. Nothing is rewritten: both come from the fields the kernel sent.
+
+Being the one object of ours that myst-nb creates between reading a page and rendering it, the renderer
+also gives the page's tokens the lines of the file (:func:`.nested_cells.map_lines_back`). The extension
+makes it the default renderer; a site that names another keeps it.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from typing import Any
 from docutils import nodes
 from myst_nb.core.render import NbElementRenderer, strip_ansi
 from nbformat import NotebookNode
+from sphinx.application import Sphinx
+from sphinx.config import Config
 
 from ..requirements import NotRunHere
+from .nested_cells import map_lines_back
 
 #: myst-nb's name for this renderer (``nb_render_plugin``).
 RENDERER_NAME = "qwen_docs"
@@ -36,6 +43,10 @@ def error_line(output: NotebookNode) -> str:
 
 class QwenDocsRenderer(NbElementRenderer):  # type: ignore[misc]  # myst-nb ships no type information
     """myst-nb's renderer, with error outputs as described in the module docs."""
+
+    def __init__(self, renderer: Any, logger: Any) -> None:
+        super().__init__(renderer, logger)
+        map_lines_back(renderer.md)
 
     def render_error(
         self, output: NotebookNode, cell_metadata: dict[str, Any], cell_index: int, source_line: int
@@ -64,3 +75,14 @@ class QwenDocsRenderer(NbElementRenderer):  # type: ignore[misc]  # myst-nb ship
         box.line = source_line
         box += paragraph
         return box
+
+
+def _default_to_this_renderer(app: Sphinx, config: Config) -> None:
+    if config.nb_render_plugin == "default":
+        config.nb_render_plugin = RENDERER_NAME
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.setup_extension("myst_nb")
+    app.connect("config-inited", _default_to_this_renderer)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -12,12 +12,14 @@ around that in two steps, so authors can write cells where readers expect them:
 2. The :class:`PlaceNestedCells` transform moves each rendered cell (input and outputs) into its
    placeholder, before sphinx-design turns tabs and dropdowns into HTML (post-transforms).
 
-Line numbers: the transform maps every node of the page back to its line in the file, so warnings
-raised on the doctree (unresolved references, failed cells, stderr) name the right line, and every code
-cell, nested or not, gets the line of its own opening fence (myst-nb alone puts cells two lines below it).
-Warnings raised while parsing still see the hoisted text, where lines after a block holding cells are
-shifted. The original line is deliberately not put in the cell metadata: jupyter-cache hashes all cell
-metadata, so an edit above a cell would make the page re-execute.
+Line numbers: after a block holding cells, the hoisted text's lines are shifted. :func:`map_lines_back`
+gives the page's markdown-it tokens the lines of the file before they are rendered, so warnings raised while
+parsing (an unknown role or directive) and on the doctree (unresolved references, failed cells, stderr) name
+the right line; it runs from the site's myst-nb renderer (``nb_render_plugin = "qwen_docs"``, the default
+this extension sets). With another renderer the transform maps the doctree's nodes back instead, and only
+parse-time warnings keep shifted lines. Every code cell, nested or not, gets the line of its own opening
+fence (myst-nb alone puts cells two lines below it). The original line is deliberately not put in the cell
+metadata: jupyter-cache hashes all cell metadata, so an edit above a cell would make the page re-execute.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import yaml
 from docutils import nodes
+from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 from myst_nb.core.read import is_myst_markdown_notebook
 from myst_parser.parsers.directives import parse_directive_text
 from sphinx.application import Sphinx
@@ -266,12 +270,44 @@ def _is_slotted_cell(cell: nodes.container) -> bool:
     return SLOT_KEY in (cell.get("cell_metadata") or {})
 
 
+def _file_line(origin: list[int], line: int) -> int:
+    """The 1-based line of the file that the 1-based ``line`` of the hoisted text comes from."""
+    return origin[line - 1] + 1 if 0 < line <= len(origin) else line
+
+
 def _restore_lines(document: nodes.document, origin: list[int]) -> None:
     """Give this page's nodes the line numbers of the file, not of the hoisted text."""
     source = document.get("source")
     for node in document.findall(nodes.Element):
-        if isinstance(node.line, int) and 0 < node.line <= len(origin) and node.source in (None, source):
-            node.line = origin[node.line - 1] + 1
+        if isinstance(node.line, int) and node.source in (None, source):
+            node.line = _file_line(origin, node.line)
+
+
+def map_lines_back(md: MarkdownIt) -> None:
+    """Have ``md`` give the tokens of a hoisted page the lines of the file, before anything is rendered.
+
+    A markdown-it core rule, run last in myst-nb's pass over the whole page (the one that starts with its
+    ``nb_initialise`` token); nested parses of directive content offset their own lines from the directive's,
+    so they are left alone. Once it has run, the transform no longer maps the nodes (that would map twice).
+    """
+    document = md.options.get("document")
+    env = getattr(getattr(document, "settings", None), "env", None)
+    if env is None or not _current_document(env).get(_ORIGIN_KEY):
+        return
+
+    def file_lines(state: StateCore) -> None:
+        if not state.tokens or state.tokens[0].type != "nb_initialise":
+            return
+        origin = _current_document(env).pop(_ORIGIN_KEY, None)
+        if not origin:
+            return
+        for token in state.tokens:
+            if token.map:
+                token.map = [_file_line(origin, line) for line in token.map]
+        for reference in state.env.get("duplicate_refs", []):  # warned about later, at these lines
+            reference["map"] = [_file_line(origin, line) for line in reference["map"]]
+
+    md.core.ruler.push("qwen_docs_file_lines", file_lines)
 
 
 def cell_fence_lines(text: str, origin: list[int] | None, config: Any, path: Any = None) -> dict[int, int]:
