@@ -153,3 +153,38 @@ def test_pages_fit_a_phone_screen(crawl: Crawl, new_context: Callable[..., Watch
 def _shot_name(path: str) -> str:
     return path.removesuffix(".html").replace("/", "__")
 
+
+
+_UNREACHABLE_SCROLLERS = r"""() => {
+    // axe-core's scrollable-region-focusable: a box that scrolls must take the focus or hold something that does
+    const scrolls = (el) => {
+        const style = getComputedStyle(el);
+        const x = /auto|scroll/.test(style.overflowX) && el.scrollWidth > el.clientWidth + 1;
+        const y = /auto|scroll/.test(style.overflowY) && el.scrollHeight > el.clientHeight + 1;
+        return (x || y) && el.checkVisibility();
+    };
+    const focusable = "a[href], button, input, select, textarea, [tabindex]:not([tabindex='-1'])";
+    return [...document.querySelectorAll("article *")]
+        .filter((el) => scrolls(el) && el.tabIndex < 0 && !el.querySelector(focusable))
+        .map((el) => `${el.tagName.toLowerCase()}.${[...el.classList].join(".")}: `
+            + el.textContent.replace(/\s+/g, " ").trim().slice(0, 50));
+}"""
+
+
+def test_what_scrolls_can_be_scrolled_from_the_keyboard(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
+    """Code past the right edge and capped outputs take the focus, in every tab (checked after switching)."""
+    problems = []
+    for viewport in (DESKTOP, PHONE["viewport"]):
+        page = new_context(viewport=viewport).new_page()
+        for facts in crawl.executed_pages:
+            page.goto(crawl.site.page(facts.path))
+            labels = page.locator(".sd-tab-set > label")
+            for choice in [None, *range(labels.count())]:
+                if choice is not None:
+                    if not labels.nth(choice).is_visible():
+                        continue
+                    labels.nth(choice).click()
+                page.wait_for_timeout(50)  # the ResizeObserver's callback runs after layout
+                where = f"{facts.path} at {viewport['width']} px" + ("" if choice is None else f", tab {choice}")
+                problems += [f"{where}: {box}" for box in page.evaluate(_UNREACHABLE_SCROLLERS)]
+    assert not problems, "\n".join(sorted(set(problems)))

@@ -1,0 +1,19 @@
+// Keyboard access to what scrolls (WCAG 2.1.1): code and tables that run past the right edge, and cell outputs
+// capped in height, can only be scrolled with a mouse unless they take the focus. Each one that overflows gets a
+// tab stop; one that fits gets none, so short blocks add no stops. (No region role: dozens of landmarks of one
+// name.) Sizes change with the window, a tab or a dropdown opening (hidden panels measure 0), so a
+// ResizeObserver re-checks each block when its size changes.
+(() => {
+  const SCROLLERS = "div.highlight > pre, div.cell_output, div.table-wrapper";
+  const overflows = (el) => el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1;
+  const check = (el) => {
+    if (overflows(el)) el.tabIndex = 0;
+    else el.removeAttribute("tabindex");
+  };
+  const start = () => {
+    const observer = new ResizeObserver((entries) => entries.forEach((entry) => check(entry.target)));
+    document.querySelectorAll(SCROLLERS).forEach((el) => observer.observe(el));
+  };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
