@@ -248,3 +248,52 @@ def test_a_model_without_the_token_head_is_refused_in_one_line(standin_hub: dict
         with pytest.raises(InvalidArgumentError, match=r"Qwen2Model cannot generate.*AutoModelForCausalLM") as info:
             attempt()
         assert "\n" not in str(info.value)
+
+
+def _helpers(model: object, tokenizer: object, messages: list) -> list:
+    """Every entry point that takes (model, tokenizer, messages), as calls to try."""
+    from qwen_docs_helpers.fast import prepare_fast
+    from qwen_docs_helpers.streaming import stream_reply
+
+    return [lambda: reply(model, tokenizer, messages),  # type: ignore[arg-type]
+            lambda: generate_replies(model, tokenizer, [messages]),  # type: ignore[arg-type]
+            lambda: stream_reply(model, tokenizer, messages),  # type: ignore[arg-type]
+            lambda: prepare_fast(model, tokenizer).reply(messages)]  # type: ignore[arg-type]
+
+
+def test_a_tokenizer_without_a_chat_template_is_refused_in_one_line(
+    no_generate: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer = no_generate
+    monkeypatch.setattr(tokenizer, "chat_template", None)  # a base model's tokenizer
+    for attempt in _helpers(model, tokenizer, CONVERSATIONS[0]):
+        with pytest.raises(InvalidArgumentError) as caught:
+            attempt()
+        assert str(caught.value) == ("the tokenizer has no chat template (a base model?): load an -Instruct/-Chat "
+                                     "checkpoint or set tokenizer.chat_template")
+
+
+def test_swapped_or_missing_model_and_tokenizer_name_the_order(no_generate: tuple) -> None:
+    model, tokenizer = no_generate
+    cases = [(tokenizer, model, r"^got a tokenizer \(\w+\) where the model goes"),
+             (model, None, r"^the tokenizer is None"),
+             (model, model, r"^got a model \(Qwen2ForCausalLM\) where the tokenizer goes"),
+             ("Qwen/Qwen2-7B-Instruct", tokenizer, r"^the model is a str, not a transformers model")]
+    for first, second, problem in cases:
+        attempts = _helpers(first, second, CONVERSATIONS[0])
+        if second is None:  # prepare_fast(model) without a tokenizer is allowed (for generate); replies say so
+            attempts.pop()
+        for attempt in attempts:
+            with pytest.raises(InvalidArgumentError, match=problem) as caught:
+                attempt()
+            assert "\n" not in str(caught.value)
+            assert caught.value.fix.startswith("pass (model, tokenizer, messages) in that order")
+
+
+def test_messages_may_be_any_mapping(dense_fp32: tuple) -> None:
+    from types import MappingProxyType
+
+    _, tokenizer = dense_fp32
+    frozen = [MappingProxyType(message) for message in CONVERSATIONS[2]]
+    assert encode_chat(tokenizer, [frozen])["input_ids"].tolist() == \
+        encode_chat(tokenizer, [CONVERSATIONS[2]])["input_ids"].tolist()

@@ -267,6 +267,27 @@ def test_without_max_new_tokens_the_lengths_are_plain_generates(dense_fp32: tupl
         fast.generate(*args, generation_config=GenerationConfig(do_sample=False, max_length=3))
 
 
+def test_without_any_length_the_warning_is_plain_generates(dense_fp32: tuple, clean: None) -> None:
+    """Both make transformers' default 20 new tokens and warn alike, counting the prompt without the bucket padding
+    (left to generate, the fast path's warning counted the padding)."""
+    import warnings
+
+    model, tokenizer = dense_fp32
+    inputs = encode_chat(tokenizer, [SHORT])
+    fast = prepare_fast(model, tokenizer, compile=False)
+    said = []
+    for run in (lambda: model.generate(**inputs, do_sample=False),
+                lambda: fast.generate(inputs["input_ids"], inputs["attention_mask"], do_sample=False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            output = run()
+        said.append([str(w.message) for w in caught if "model-agnostic" in str(w.message)])
+        assert output.shape[1] == inputs["input_ids"].shape[1] + 20
+    plain_said, fast_said = said
+    assert len(plain_said) == 1 and fast_said == plain_said
+    assert f"(={inputs['input_ids'].shape[1] + 20})" in fast_said[0]
+
+
 def test_a_generation_config_and_settings_together(dense_fp32: tuple, clean: None) -> None:
     model, tokenizer = dense_fp32
     inputs = encode_chat(tokenizer, [SHORT])

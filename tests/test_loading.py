@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -19,6 +20,13 @@ from qwen_docs_helpers.loading import AttentionFallbackWarning, choose_attention
 from qwen_docs_helpers.standins import is_standin
 
 DENSE_ID = "Qwen/Qwen2-7B-Instruct"
+
+
+@pytest.fixture(autouse=True)
+def no_private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An empty private cache (the one `qwen-docs standins` writes), whatever the machine has in its own."""
+    monkeypatch.setenv("QWEN_DOCS_CACHE", str(tmp_path / "no-private-cache"))
+
 
 # --- choose_attention (pure) ----------------------------------------------------------------------------------
 
@@ -99,7 +107,8 @@ def test_unknown_id_offline_says_how_to_get_weights(standin_hub: dict[str, Path]
     # `qwen-docs standins` refuses an id without a recipe: the fix says what to add before advising it
     assert error.fix.endswith(
         "Qwen/Qwen2-0.5B-Not-Here has no stand-in recipe: add its config.json and generation_config.json to "
-        "src/qwen_docs_helpers/data/published_configs.json (see README), then run `qwen-docs standins`"
+        "src/qwen_docs_helpers/data/published_configs.json in a checkout of qwen-docs (see its README), then run "
+        "`qwen-docs standins`"
     )
     assert isinstance(error, OSError) and isinstance(error.__cause__, OSError)
 
@@ -218,3 +227,145 @@ def test_loadable_dtypes_are_accepted_by_dtype_or_name(dtype: object, expected: 
     from qwen_docs_helpers.loading import _check_dtype
 
     assert _check_dtype(dtype) == expected
+
+
+# --- what is not a checkpoint, or needs code, or a device torch lacks ------------------------------------------
+
+
+def test_an_empty_id_a_file_and_a_folder_without_config_are_refused_in_one_line(
+    standin_hub: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"^the model id is empty: point at the folder save_pretrained"):
+        load_model("")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ModelNotAvailableError, match=r"model.safetensors is a file, not a checkpoint folder: point"):
+        load_model(weights)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotAvailableError, match=r"empty has no config.json, so it is not a checkpoint") as caught:
+        load_model(tmp_path / "empty")
+    assert "save_pretrained" in caught.value.fix and "\n" not in str(caught.value)
+
+
+def _edited_copy(snapshot: Path, target: Path, **changes: object) -> Path:
+    """A copy of a stand-in whose config.json has ``changes``."""
+    shutil.copytree(snapshot, target)
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, **changes}))
+    return target
+
+
+def test_a_checkpoint_with_custom_code_is_refused_without_running_it(standin_hub: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    folder = _edited_copy(standin_hub[DENSE_ID], tmp_path / "custom", model_type="custom_thing",
+                          auto_map={"AutoConfig": "configuration_custom.CustomConfig"})
+    (folder / "configuration_custom.py").write_text("raise SystemExit('checkpoint code ran')\n")
+    with pytest.raises(InvalidArgumentError, match=r"custom needs its own Python code to load") as caught:
+        load_model(folder, device_map="cpu")
+    assert caught.value.fix.startswith("review that code")
+    assert "load_model never runs code" in caught.value.problem and "\n" not in str(caught.value)
+
+
+def test_an_unknown_model_type_says_transformers_does_not_know_it(standin_hub: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    folder = _edited_copy(standin_hub[DENSE_ID], tmp_path / "unknown", model_type="qwen9")
+    with pytest.raises(InvalidArgumentError, match=r"has model_type 'qwen9', which transformers .* does not know"):
+        load_model(folder, device_map="cpu")
+
+
+@pytest.mark.parametrize("device_map", ["cuda", "cuda:0", {"": "cuda"}, torch.device("cuda")])
+def test_cuda_without_cuda_is_refused_in_one_line(standin_hub: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                  device_map: object) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidArgumentError, match=r"^device_map=.* asks for CUDA, but ") as caught:
+        load_model(DENSE_ID, device_map=device_map)  # type: ignore[arg-type]
+    assert "device_map='cpu'" in caught.value.fix and "\n" not in str(caught.value)
+
+
+# --- typos, and stand-ins in the private cache ---------------------------------------------------------------
+
+
+def test_a_typo_of_a_known_id_is_named_without_download_advice(standin_hub: dict[str, Path]) -> None:
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model("Qwen/Qwen2-7B-Instrct")
+    assert caught.value.fix == "did you mean Qwen/Qwen2-7B-Instruct? (check the spelling)"
+    assert "hf download" not in str(caught.value)
+
+
+def test_a_typo_online_is_named_too(standin_hub: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen_docs_helpers import loading
+
+    def not_found(*args: object, **kwargs: object) -> None:
+        raise OSError("Qwen/Qwen2-7B-Instrct is not a local folder and is not a valid model identifier")
+
+    monkeypatch.setattr(loading, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(loading.AutoConfig, "from_pretrained", not_found)
+    with pytest.raises(ModelNotAvailableError, match=r"^Qwen/Qwen2-7B-Instrct could not be loaded: did you mean "
+                                                     r"Qwen/Qwen2-7B-Instruct\?"):
+        load_model("Qwen/Qwen2-7B-Instrct")
+
+
+def _elsewhere(monkeypatch: pytest.MonkeyPatch, hub_cache: Path, tmp_path: Path) -> str:
+    """Stand-ins in the private cache (`qwen-docs standins`), while the hub cache in use is another, empty one;
+    the line to export."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("QWEN_DOCS_CACHE", str(hub_cache.parent))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "user-hub"))
+    return f"export HF_HUB_CACHE={hub_cache} HF_HUB_OFFLINE=1"
+
+
+def test_offline_a_private_standin_gives_the_export_line(standin_hub: dict[str, Path], hub_cache: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    export = _elsewhere(monkeypatch, hub_cache, tmp_path)
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model(DENSE_ID)
+    assert "(standin weights) in its private cache" in caught.value.problem
+    assert caught.value.fix == f"run `{export}` (the line `qwen-docs standins` prints), then start Python again"
+
+
+def test_online_without_a_hub_a_private_standin_gives_the_export_line_at_once(
+    standin_hub: dict[str, Path], hub_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from qwen_docs_helpers import loading
+
+    def retry_for_25_s(*args: object, **kwargs: object) -> None:
+        raise AssertionError("from_pretrained was called: huggingface_hub would retry the hub for ~25 s")
+
+    export = _elsewhere(monkeypatch, hub_cache, tmp_path)
+    monkeypatch.setattr(loading, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(loading, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(loading.AutoConfig, "from_pretrained", retry_for_25_s)
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model(DENSE_ID)
+    assert export in caught.value.fix and "\n" not in str(caught.value)
+    # With a hub to download from, or the private cache in use (HF_HUB_CACHE exported), nothing is refused.
+    monkeypatch.setattr(loading, "_hub_reachable", lambda: True)
+    assert loading._unreachable_but_private(DENSE_ID) is None
+    monkeypatch.setattr(loading, "_hub_reachable", lambda: False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    assert loading._unreachable_but_private(DENSE_ID) is None
+
+
+def test_hub_reachable_makes_one_request_without_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from qwen_docs_helpers.loading import _hub_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # get_session refuses every request offline
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert _hub_reachable()  # any answer, even an error status, is a reachable hub
+    finally:
+        thread.join(5)
+        server.server_close()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")  # closed: refused
+    assert not _hub_reachable()

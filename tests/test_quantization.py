@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +151,35 @@ def test_moe_nf4_skips_the_gate_and_generates(bnb: object) -> None:
     shared = [m for name, m in modules.items() if ".shared_expert." in name and isinstance(m, torch.nn.Linear)]
     assert shared and all(isinstance(m, bnb.nn.Linear4bit) for m in shared)  # type: ignore[attr-defined]
     assert isinstance(reply(model, tokenizer, HELLO, max_new_tokens=4, do_sample=False), str)
+
+
+class _Records(logging.Handler):
+    """Keeps what reaches the handlers of a logger (after the logger's own filters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_int8_says_its_cast_warning_once(bnb: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bitsandbytes logs the bf16 -> fp16 cast at every int8 matmul: hundreds of lines per reply, without the filter."""
+    logger = logging.getLogger(quantization.INT8_CAST_LOGGER)
+    monkeypatch.setattr(logger, "filters", [])  # as in a fresh process: earlier loads installed the filter
+    records = _Records()
+    logger.addHandler(records)
+    try:
+        model, tokenizer = load_model(DENSE_ID, quantization="int8", device_map="cpu")
+        load_model(DENSE_ID, quantization=BitsAndBytesConfig(load_in_8bit=True), device_map="cpu")
+        for _ in range(2):
+            reply(model, tokenizer, HELLO, max_new_tokens=4, do_sample=False)
+    finally:
+        logger.removeHandler(records)
+    casts = [message for message in records.messages if message.startswith("MatMul8bitLt")]
+    assert casts == ["MatMul8bitLt: inputs will be cast from torch.bfloat16 to float16 during quantization"]
+    assert model.dtype == torch.bfloat16  # said once, still done: the dtype is not changed
+    assert len(logger.filters) == 1  # one filter, however many loads
+    other = logging.LogRecord(logger.name, logging.WARNING, __file__, 1, "something else", None, None)
+    assert logger.filter(other) and logger.filter(other)  # other records, repeats included, pass

@@ -51,7 +51,10 @@ def test_stamp_has_no_standin_notice_with_real_weights() -> None:
         ((), "required: command"),
         (("frobnicate",), "invalid choice"),
         (("standins", "--model", "Qwen/Nope"), "Qwen/Nope has no stand-in recipe: add its config.json and "
-         "generation_config.json to src/qwen_docs_helpers/data/published_configs.json (see README)"),
+         "generation_config.json to src/qwen_docs_helpers/data/published_configs.json in a checkout of qwen-docs "
+         "(see its README)"),
+        (("standins", "--model", "Qwen/Qwen2-7B-Instrct"), "Qwen/Qwen2-7B-Instrct has no stand-in recipe: did you "
+         "mean Qwen/Qwen2-7B-Instruct? (see 'qwen-docs standins --help')"),
         (("env", "--bogus"), "unrecognized arguments"),
         (("standins", "--cache-dir", ""), "empty path"),  # would write hub/ into the current directory
     ],
@@ -69,8 +72,10 @@ def test_help_is_plain_text() -> None:
     result = run_cli("--help")
     assert result.returncode == 0 and "Create stand-in checkpoints" in result.stdout
     assert "``" not in result.stdout  # reST markup from the module docstring
-    model_help = run_cli("standins", "--help").stdout
-    assert "every id in published_configs.json" in " ".join(model_help.split())
+    model_help = " ".join(run_cli("standins", "--help").stdout.split())
+    assert "every id in published_configs.json" in model_help
+    assert "Make model ids loadable offline" in model_help  # what the command does, and what to do next
+    assert "the `export HF_HUB_CACHE=... HF_HUB_OFFLINE=1` line to run before starting Python" in model_help
 
 
 def test_standins_command_creates_and_reports(tmp_path: Path) -> None:

@@ -164,3 +164,16 @@ def test_a_build_that_stops_before_writing_keeps_the_earlier_failed_build(
     assert "html.failed" not in message and "Sphinx stopped before writing any page" in message
     assert (build / "html.failed" / "index.html").read_text() == "earlier"
     assert not (build / "html.staging").exists()
+
+
+@pytest.mark.parametrize("module", ["qwen_docs_helpers.sphinx", "qwen_docs_helpers.sitebuild"])
+def test_without_sphinx_the_import_error_names_the_extra(module: str) -> None:
+    import subprocess
+    import sys
+
+    code = f"import sys; sys.modules['sphinx'] = None\nimport {module}"  # as if Sphinx were not installed
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and last == (
+        f"qwen_docs_helpers.errors.MissingExtraError: {module} needs sphinx, which is not installed: "
+        "pip install 'qwen-docs-helpers[docs]' (the site's Sphinx tooling)")

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from qwen_docs_helpers.errors import ResultsNotFoundError
 from qwen_docs_helpers.speed import (
     ANCHORS,
     BenchmarkResults,
@@ -52,7 +53,9 @@ def gpu_results(tmp_path: Path) -> BenchmarkResults:
 
 
 def test_load_results_skips_tiny_runs_and_checks_the_schema(tmp_path: Path) -> None:
-    assert load_results(tmp_path) == [] and load_results(tmp_path / "missing") == []
+    assert load_results(tmp_path) == []
+    with pytest.raises(ResultsNotFoundError, match=r"^no such folder: .*missing: pass the folder"):
+        load_results(tmp_path / "missing")  # a mistyped path is not "no results yet"
     (tmp_path / "tiny.json").write_text(FIXTURE.read_text())
     assert load_results(tmp_path) == []
     (tiny,) = load_results(tmp_path, include_tiny=True)
@@ -218,7 +221,22 @@ def test_anchors_are_labelled_with_hardware_and_source() -> None:
 
 
 def test_results_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("QWEN_DOCS_BENCHMARK_RESULTS", raising=False)
     assert results_dir() == Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    load_results(results_dir())  # no error in any checkout (benchmarks/results/.gitkeep): the speed page reads it
+    monkeypatch.setenv("QWEN_DOCS_BENCHMARK_RESULTS", str(tmp_path))
+    assert results_dir() == tmp_path
+
+
+def test_results_dir_of_an_installed_package_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from qwen_docs_helpers import speed
+
+    monkeypatch.delenv("QWEN_DOCS_BENCHMARK_RESULTS", raising=False)
+    monkeypatch.setattr(speed, "__file__", str(tmp_path / "site-packages" / "qwen_docs_helpers" / "speed.py"))
+    with pytest.raises(ResultsNotFoundError) as caught:
+        results_dir()
+    assert "not run from a qwen-docs checkout" in caught.value.problem and "\n" not in str(caught.value)
+    assert "QWEN_DOCS_BENCHMARK_RESULTS" in caught.value.fix
     monkeypatch.setenv("QWEN_DOCS_BENCHMARK_RESULTS", str(tmp_path))
     assert results_dir() == tmp_path
 

@@ -97,6 +97,8 @@ def test_prepare_is_idempotent_and_force_rebuilds(tmp_path: Path) -> None:
     entry = standins.hub_dir(tmp_path / "c") / repo_folder_name(SMALL_ID)
     assert stat.S_IMODE(entry.stat().st_mode) == 0o755  # like the rest of the cache, not mkdtemp's 0700
     assert stat.S_IMODE(first[0].snapshot.stat().st_mode) == 0o755
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in first[0].snapshot.iterdir()}
+    assert set(modes.values()) == {0o644}, modes  # the weights too, not safetensors' 0600 temporary file
     weights = first[0].snapshot / "model.safetensors"
     inode = weights.stat().st_ino
     lines: list[str] = []
@@ -197,11 +199,27 @@ def test_two_concurrent_creations_give_one_valid_entry(tmp_path: Path) -> None:
 
 def test_unknown_model_id_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^Qwen/Nope has no stand-in recipe: add its config.json and "
-                       r"generation_config.json to src/qwen_docs_helpers/data/published_configs.json \(see README\)"
-                       r"; ids with one: Qwen/") as error:
+                       r"generation_config.json to src/qwen_docs_helpers/data/published_configs.json in a checkout "
+                       r"of qwen-docs \(see its README\); ids with one: Qwen/") as error:
         prepare_hub(["Qwen/Nope"], cache_dir=tmp_path, progress=quiet)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "hub").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(("model_id", "typo_of"), [
+    ("Qwen/Qwen2-7B-Instrct", "Qwen/Qwen2-7B-Instruct"),
+    ("qwen/qwen2-7b-instruct", "Qwen/Qwen2-7B-Instruct"),
+    ("Qwen/Qwen1.5-MoE-A2.7B-Chta", "Qwen/Qwen1.5-MoE-A2.7B-Chat"),
+    ("Qwen/Qwen2-7B-Instruct", None),  # known
+    ("Qwen/Qwen2-0.5B-Instruct", None),  # another size: a real model, not a typo
+    ("Qwen/Qwen2-72B-Instruct", None),
+    ("Qwen/Qwen2-7B-Instruct-AWQ", None),  # a variant on the hub
+    ("someone/not-a-qwen-model", None),
+])
+def test_likely_typos_of_known_ids(model_id: str, typo_of: str | None) -> None:
+    from qwen_docs_helpers.published import likely_typo_of
+
+    assert likely_typo_of(model_id) == typo_of
 
 
 def test_default_cache_is_the_checkouts_not_the_users(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -134,6 +134,21 @@ def test_arguments_are_checked_before_a_thread_starts(dense_fp32: tuple, baselin
     assert threading.active_count() == baseline
 
 
+def test_beam_search_is_refused_before_streaming(dense_fp32: tuple, baseline: int) -> None:
+    """transformers' streamers take one sequence: without the check, beam search fails only mid-iteration."""
+    from transformers import GenerationConfig
+
+    model, tokenizer = dense_fp32
+    with pytest.raises(InvalidArgumentError, match=r"^num_beams=2: a stream shows one sequence") as caught:
+        stream_reply(model, tokenizer, MESSAGES, num_beams=2, **GREEDY)
+    assert "\n" not in str(caught.value) and "reply(" in caught.value.fix
+    with pytest.raises(InvalidArgumentError, match=r"^num_beams=3"):
+        stream_reply(model, tokenizer, MESSAGES, generation_config=GenerationConfig(num_beams=3, do_sample=False))
+    assert threading.active_count() == baseline
+    with stream_reply(model, tokenizer, MESSAGES, max_new_tokens=2, num_beams=1, **GREEDY) as stream:
+        within(DEADLINE, lambda: list(stream))  # num_beams=1 is plain greedy decoding, and streams
+
+
 def test_stop_strings_stop_the_stream_as_they_stop_reply(dense_fp32: tuple, baseline: int) -> None:
     model, tokenizer = dense_fp32
     full = reply(model, tokenizer, MESSAGES, max_new_tokens=8, **GREEDY)

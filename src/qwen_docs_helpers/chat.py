@@ -8,7 +8,7 @@ touching the tokenizer's own ``padding_side``, and decodes only the new tokens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
@@ -20,6 +20,7 @@ from .validation import (
     validate_max_new_tokens,
     validate_messages,
     validate_reply_kwargs,
+    validate_tokenizer,
 )
 
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "encode_chat", "generate_replies", "reply"]
@@ -27,8 +28,9 @@ __all__ = ["DEFAULT_MAX_NEW_TOKENS", "Conversation", "encode_chat", "generate_re
 #: The reply length Qwen's own examples use.
 DEFAULT_MAX_NEW_TOKENS = 512
 
-#: A conversation: ``[{"role": "user", "content": "..."}, ...]``.
-Conversation = Sequence[dict[str, Any]]
+#: A conversation: ``[{"role": "user", "content": "..."}, ...]``; any mapping per message (a TypedDict, a
+#: ``Mapping[str, str]``), as the checks accept.
+Conversation = Sequence[Mapping[str, Any]]
 
 
 def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation]) -> BatchEncoding:
@@ -37,9 +39,14 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conv
     The template is rendered to text first and tokenized in a second call because ``padding_side`` is a
     per-call argument of ``tokenizer(...)``, while ``apply_chat_template`` silently ignores it (it only
     honours ``tokenizer_kwargs={"padding_side": ...}``). The rendered text already holds the special tokens,
-    so none are added. Inputs are not validated here.
+    so none are added. Inputs are not validated here, but a tokenizer without a chat template (a base
+    model's) raises :class:`~qwen_docs_helpers.errors.InvalidArgumentError` rather than transformers' error.
     """
-    texts = tokenizer.apply_chat_template([list(c) for c in conversations], add_generation_prompt=True,
+    if not getattr(tokenizer, "chat_template", None):
+        raise InvalidArgumentError("the tokenizer has no chat template (a base model?)",
+                                   "load an -Instruct/-Chat checkpoint or set tokenizer.chat_template")
+    # copied into plain dicts: the template wants dicts, the caller's messages may be any mapping
+    texts = tokenizer.apply_chat_template([[dict(m) for m in c] for c in conversations], add_generation_prompt=True,
                                           tokenize=False)
     if len(texts) > 1 and tokenizer.pad_token is None:
         raise InvalidArgumentError("the tokenizer has no pad token, so a batch cannot be padded",
@@ -52,6 +59,7 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conv
 def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation],
               max_new_tokens: int, generate_kwargs: dict[str, Any]) -> list[str]:
     generate = generate_method(model)
+    validate_tokenizer(tokenizer)
     validate_reply_kwargs(generate_kwargs)
     inputs = encode_chat(tokenizer, conversations).to(model.device)
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -12,10 +11,17 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import QwenDocsError
-from .published import known_model_ids, no_recipe
+from .published import known_model_ids, likely_typo_of, no_recipe
 
 #: What --help says (the docstring above is reST, for the API reference).
 _DESCRIPTION = "Create stand-in checkpoints and print the runtime facts."
+#: What ``qwen-docs standins --help`` says.
+_STANDINS_DESCRIPTION = (
+    "Make model ids loadable offline from a private Hugging Face hub cache (never your own): real weights found in "
+    "your hub cache are linked, other ids get a stand-in (the real tokenizer and architecture with tiny random "
+    "weights). It prints one line per model (id, real or standin, folder), then the `export HF_HUB_CACHE=... "
+    "HF_HUB_OFFLINE=1` line to run before starting Python so that from_pretrained loads them."
+)
 #: What to do about a file error (a folder that cannot be made or read), per command.
 _FILE_FIXES = {
     "standins": "pass a --cache-dir you can create and write (or set $QWEN_DOCS_CACHE)",
@@ -42,9 +48,12 @@ def _folder(text: str) -> Path:
 
 def _model_id(text: str) -> str:
     """A ``--model`` argument: an id with a stand-in recipe, else the line that says how to give it one."""
-    if text not in known_model_ids():
-        raise argparse.ArgumentTypeError(f"{no_recipe(text)}; ids with one: {', '.join(known_model_ids())}")
-    return text
+    if text in known_model_ids():
+        return text
+    typo_of = likely_typo_of(text)
+    if typo_of is not None:
+        raise argparse.ArgumentTypeError(f"{text} has no stand-in recipe: did you mean {typo_of}?")
+    raise argparse.ArgumentTypeError(f"{no_recipe(text)}; ids with one: {', '.join(known_model_ids())}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     standins = commands.add_parser(
         "standins",
         help="make model ids loadable offline from a private hub cache (real weights linked, else stand-ins)",
+        description=_STANDINS_DESCRIPTION,
     )
     standins.add_argument("--cache-dir", type=_folder, help=_CACHE_HELP)
     standins.add_argument(
@@ -70,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _standins(args: argparse.Namespace) -> int:
-    from .standins import offline_env, prepare_hub
+    from .standins import export_line, prepare_hub
 
     cache_dir = args.cache_dir.resolve() if args.cache_dir else None
     results = prepare_hub(
@@ -82,8 +92,7 @@ def _standins(args: argparse.Namespace) -> int:
     )
     for resolved in results:
         print(f"{resolved.model_id}\t{resolved.weights}\t{resolved.snapshot}")
-    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in offline_env(cache_dir).items())
-    print(f"# load them offline with: export {exports}", file=sys.stderr)
+    print(f"# load them offline with: {export_line(cache_dir)}", file=sys.stderr)
     return 0
 
 

@@ -13,9 +13,11 @@ __all__ = [
     "AttentionUnavailableError",
     "InvalidArgumentError",
     "InvalidMessagesError",
+    "MissingExtraError",
     "ModelNotAvailableError",
     "QuantizationUnavailableError",
     "QwenDocsError",
+    "ResultsNotFoundError",
     "StreamTimeoutError",
     "UnsafeWeightsError",
 ]
@@ -66,3 +68,21 @@ class AttentionUnavailableError(QwenDocsError, ImportError):
 
 class StreamTimeoutError(QwenDocsError, TimeoutError):
     """A streamed reply produced no text for longer than the allowed wait."""
+
+
+class MissingExtraError(QwenDocsError, ImportError):
+    """A module needs an optional dependency (a ``pip install 'qwen-docs-helpers[...]'`` extra) that is missing."""
+
+
+class ResultsNotFoundError(QwenDocsError, FileNotFoundError):
+    """Benchmark results are not where they were looked for (no such folder, or no checkout to find them in)."""
+
+
+def missing_docs_extra(module: str, error: ModuleNotFoundError) -> MissingExtraError | None:
+    """The error for ``module`` when a package of the ``docs`` extra (Sphinx, myst-nb, ...) is not installed;
+    ``None`` when the missing module is one of ours (a bug, to be seen as it is)."""
+    missing = (error.name or "").partition(".")[0]
+    if not missing or missing == "qwen_docs_helpers":
+        return None
+    return MissingExtraError(f"{module} needs {missing}, which is not installed",
+                             "pip install 'qwen-docs-helpers[docs]' (the site's Sphinx tooling)")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ from .validation import (
     validate_max_new_tokens,
     validate_messages,
     validate_reply_kwargs,
+    validate_tokenizer,
 )
 
 __all__ = [
@@ -154,12 +156,14 @@ class FastGenerator:
         attn_implementation: str | None = "sdpa",
         experts_implementation: str | None = "grouped_mm",
     ) -> None:
+        self._generate = generate_method(model)
+        if tokenizer is not None:
+            validate_tokenizer(tokenizer)
         self.model = model
         self.tokenizer = tokenizer
         self.buckets = _check_buckets(buckets) if buckets is not None else None
         self.attn_implementation = attn_implementation
         self.experts_implementation = experts_implementation if _has_experts(model) else None
-        self._generate = generate_method(model)
         device_type = model.device.type
         if isinstance(compile, CompileConfig):
             config: CompileConfig | None = copy.deepcopy(compile)
@@ -233,6 +237,7 @@ class FastGenerator:
         Pass ``max_new_tokens`` (a ``max_length`` argument is refused). Other keyword arguments override the
         model's generation config (or a ``generation_config=`` passed in), as with ``model.generate``; the
         config's ``max_length`` and ``min_length`` count the prompt without its bucket padding, as they do there.
+        With no length anywhere it makes 20 new tokens and warns, as ``model.generate`` does for the same prompt.
         """
         if "max_length" in generate_kwargs:
             raise InvalidArgumentError("max_length counts the bucket padding on the fast path",
@@ -281,12 +286,22 @@ class FastGenerator:
             return length + int(config.max_new_tokens)
         max_length = config.max_length if config.max_length is not None else fallback.max_length
         if max_length is None:  # generate's model-agnostic default, in new tokens
-            return length + _DEFAULT_MAX_LENGTH
+            return length + self._default_new_tokens(config, length - added)
         if max_length <= length - added:
             raise InvalidArgumentError(f"the prompt has {length - added} tokens, not fewer than the generation "
                                        f"config's max_length={max_length}", "pass max_new_tokens")
         config.max_length = max_length + added
         return int(config.max_length)
+
+    @staticmethod
+    def _default_new_tokens(config: GenerationConfig, prompt_length: int) -> int:
+        """Set ``max_new_tokens`` to what plain ``generate`` makes without any length (20 new tokens), with its
+        warning worded for the prompt without its bucket padding (``generate`` would count the padding)."""
+        warnings.warn(f"Using the model-agnostic default `max_length` (={prompt_length + _DEFAULT_MAX_LENGTH}) to "
+                      "control the generation length. We recommend setting `max_new_tokens` to control the maximum "
+                      "length of the generation.", UserWarning, stacklevel=4)
+        config.max_new_tokens = _DEFAULT_MAX_LENGTH
+        return _DEFAULT_MAX_LENGTH
 
     def _tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:

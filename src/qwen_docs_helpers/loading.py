@@ -7,6 +7,7 @@ failures (no weights offline, pickled weights, no FlashAttention, no bitsandbyte
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -32,8 +33,8 @@ from .errors import (
     QwenDocsError,
     UnsafeWeightsError,
 )
-from .published import MODEL_ID_PATTERN, known_model_ids, no_recipe
-from .quantization import Preset, bnb_config, require_quantization
+from .published import MODEL_ID_PATTERN, known_model_ids, likely_typo_of, no_recipe
+from .quantization import Preset, bnb_config, require_quantization, say_int8_casts_once
 
 __all__ = ["AttentionFallbackWarning", "choose_attention", "load_model"]
 
@@ -110,8 +111,87 @@ def _looks_like_path(model_id: str, offline: bool) -> bool:
     return offline and "/" not in model_id
 
 
+#: The fix for a path that is not a checkpoint folder.
+_FOLDER_FIX = "point at the folder save_pretrained wrote (it holds config.json), or pass a hub id such as " \
+              "Qwen/Qwen2-7B-Instruct"
+
+
+def _check_source(source: str) -> None:
+    """Refuse an empty id, a file, or a folder without ``config.json`` before transformers reads it: its errors
+    for these speak of model types and repo ids (or, for a file, of a missing folder)."""
+    if not source.strip():
+        raise InvalidArgumentError("the model id is empty", _FOLDER_FIX)
+    path = Path(source)
+    if path.is_file():
+        raise ModelNotAvailableError(f"{path.resolve()} is a file, not a checkpoint folder", _FOLDER_FIX)
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelNotAvailableError(f"{path.resolve()} has no config.json, so it is not a checkpoint folder",
+                                     _FOLDER_FIX)
+
+
+def _check_device_map(device_map: object) -> None:
+    """Refuse a device map naming CUDA where torch cannot use it (torch fails later, with a bare AssertionError
+    when it was built without CUDA)."""
+    places = device_map.values() if isinstance(device_map, dict) else [device_map]
+    if not any(str(place).startswith("cuda") for place in places) or torch.cuda.is_available():
+        return
+    reason = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+    raise InvalidArgumentError(f"device_map={device_map!r} asks for CUDA, but {reason}",
+                               "pass device_map='auto' (a GPU when there is one, else the CPU) or device_map='cpu'")
+
+
+def _private_standin(model_id: str) -> str | None:
+    """What the private cache of ``qwen-docs standins`` holds for ``model_id`` (``"real"``, ``"standin"``), when
+    it is not the hub cache in use; else ``None``."""
+    from huggingface_hub import constants
+
+    from .standins import hub_dir, resolve, same_folder
+
+    if same_folder(hub_dir(), Path(constants.HF_HUB_CACHE)):
+        return None
+    try:
+        resolved = resolve(model_id)
+    except QwenDocsError:  # a damaged entry: the load reports what it meets, `qwen-docs standins` repairs it
+        return None
+    return resolved.weights if resolved else None
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the hub answers one request, made without huggingface_hub's retries (which take ~25 s to fail)."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # connection, DNS, proxy or timeout errors (the HTTP library's classes vary by version)
+        return False
+    return True
+
+
+def _use_private_cache(model_id: str, weights: str, why: str) -> ModelNotAvailableError:
+    """The error that says to export what ``qwen-docs standins`` printed; ``why`` no download is possible."""
+    from .standins import export_line
+
+    return ModelNotAvailableError(
+        f"{model_id} is not in the hub cache in use and {why}, but `qwen-docs standins` put it ({weights} weights) "
+        "in its private cache",
+        f"run `{export_line()}` (the line `qwen-docs standins` prints), then start Python again",
+    )
+
+
+def _unreachable_but_private(model_id: str) -> ModelNotAvailableError | None:
+    """Online, an id missing from the hub cache in use but in the private cache, with no hub to download it from:
+    say so before from_pretrained retries for ~25 s and fails in 60 lines. With a hub, downloading goes ahead."""
+    if is_offline_mode() or Path(model_id).exists() or _snapshot_folder(model_id) is not None:
+        return None
+    weights = _private_standin(model_id)
+    if weights is None or _hub_reachable():
+        return None
+    return _use_private_cache(model_id, weights, "the hub cannot be reached")
+
+
 def _not_available(model_id: str) -> ModelNotAvailableError | None:
-    """The error for a missing folder, or an id missing from the cache offline (``None``: keep transformers')."""
+    """The error for a missing folder, a likely typo of a known id, or an id missing from the cache offline
+    (``None``: keep transformers')."""
     if Path(model_id).expanduser().is_dir():
         return None
     offline = is_offline_mode()
@@ -121,8 +201,15 @@ def _not_available(model_id: str) -> ModelNotAvailableError | None:
             "check the path (a relative one starts at the current directory), or pass a hub id such as "
             "Qwen/Qwen2-7B-Instruct",
         )
+    typo_of = likely_typo_of(model_id)
+    if typo_of is not None:  # downloading advice would be for a model that does not exist
+        where = "is not in the Hugging Face cache" if offline else "could not be loaded"
+        return ModelNotAvailableError(f"{model_id} {where}", f"did you mean {typo_of}? (check the spelling)")
     if not offline:
         return None
+    weights = _private_standin(model_id)
+    if weights is not None:
+        return _use_private_cache(model_id, weights, "HF_HUB_OFFLINE=1 forbids downloading it")
     download = (f"run `hf download {model_id}` (older: `huggingface-cli download {model_id}`) on a machine with hub "
                 "access and copy the cache here")
     if model_id in known_model_ids():
@@ -152,6 +239,43 @@ def _check_dtype(dtype: object) -> str | torch.dtype:
                                    "a name such as 'bfloat16'); for 8- or 4-bit weights pass quantization='int8' or "
                                    "'nf4'")
     return value
+
+
+def _config(source: str) -> Any:
+    """The checkpoint's config, never running its code: custom code or an unknown ``model_type`` is one line."""
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except ValueError as error:
+        replacement = _unloadable_config(source)
+        if replacement is None:
+            raise
+        raise replacement from error
+
+
+def _unloadable_config(source: str) -> InvalidArgumentError | None:
+    """Why transformers refused a config.json it read: custom code (``auto_map``) or a ``model_type`` it does not
+    know (``None``: another reason, keep transformers' error)."""
+    from transformers import CONFIG_MAPPING, __version__
+
+    folder = _snapshot_folder(source)
+    try:
+        values = json.loads((folder / "config.json").read_text()) if folder else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(values, dict):
+        return None
+    if "auto_map" in values:
+        return InvalidArgumentError(
+            f"{source} needs its own Python code to load (config.json has auto_map), and load_model never runs "
+            "code from a checkpoint",
+            "review that code; if you trust it, load the checkpoint with transformers yourself, allowing remote code",
+        )
+    model_type = values.get("model_type")
+    if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
+        return InvalidArgumentError(f"{source} has model_type {model_type!r}, which transformers {__version__} "
+                                    "does not know", "pip install --upgrade transformers (newer models need a newer "
+                                    "release), or load a checkpoint of an architecture it knows")
+    return None
 
 
 def _require_tokenizer(source: str, tokenizer: PreTrainedTokenizerBase, config: Any) -> None:
@@ -200,20 +324,31 @@ def load_model(
     - ``quantization`` is a preset of :func:`~qwen_docs_helpers.quantization.bnb_config` (``"nf4"``,
       ``"int8"``; 4-bit compute runs in ``dtype`` when that is a torch dtype, else bfloat16) or a
       ``BitsAndBytesConfig``; :class:`QuantizationUnavailableError` when bitsandbytes cannot run here.
+      With ``"int8"`` (or an 8-bit config) bitsandbytes' warning that it casts bfloat16 inputs to float16 is
+      said once instead of at every matmul (:func:`~qwen_docs_helpers.quantization.say_int8_casts_once`).
     - ``dtype`` is ``"auto"`` (the checkpoint's) or torch.bfloat16, float16, float32 or float64, or its name.
-    - A missing folder, an id missing from the cache offline, or a folder without tokenizer files raises
-      :class:`ModelNotAvailableError`.
+    - An empty id, a file, a folder without ``config.json``, a missing folder, a likely misspelling of a known
+      id, an id missing from the cache offline (or online with no hub to reach while ``qwen-docs standins`` has it
+      in its private cache: the error gives the ``export`` line), or a folder without tokenizer files raises
+      :class:`ModelNotAvailableError` (:class:`InvalidArgumentError` for the empty id).
+    - A checkpoint that needs its own code (``auto_map``) or has a ``model_type`` transformers does not know, or a
+      ``device_map`` naming CUDA where torch has none, raises :class:`InvalidArgumentError`.
 
     The tokenizer pads on the left (decoder-only batches must end where generation starts); the model is
     returned in eval mode.
     """
     source = os.fspath(model_id)
+    _check_source(source)
     dtype = _check_dtype(dtype)
+    _check_device_map(device_map)
     attention, warning = _attention_policy(attn_implementation, strict_attention, None)
     if warning:
         warnings.warn(warning, AttentionFallbackWarning, stacklevel=2)
+    unreachable = _unreachable_but_private(source)
+    if unreachable is not None:
+        raise unreachable
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = _config(source)
         _require_safetensors(source)
         quantization_config = _quantization_config(quantization, config.model_type, dtype)
         tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left", trust_remote_code=False)
@@ -233,5 +368,7 @@ def load_model(
         if replacement is None:
             raise
         raise replacement from error
+    if quantization_config is not None and quantization_config.load_in_8bit:
+        say_int8_casts_once()
     model.eval()
     return model, tokenizer

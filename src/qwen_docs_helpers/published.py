@@ -6,6 +6,7 @@ everything but the sizes from them, so the values live in one data file shipped 
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from functools import cache
@@ -39,7 +40,28 @@ def no_recipe(*model_ids: str) -> str:
     (a stand-in can only copy a configuration that ships with the package)."""
     many = len(model_ids) > 1
     return (f"{', '.join(model_ids)} {'have' if many else 'has'} no stand-in recipe: add {'their' if many else 'its'} "
-            f"config.json and generation_config.json to {RECIPES_FILE} (see README)")
+            f"config.json and generation_config.json to {RECIPES_FILE} in a checkout of qwen-docs (see its README)")
+
+
+#: Numbers in a model id (``2``, ``7``, ``1.5``): ids that differ in one name another model, not a typo of it.
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+
+
+def likely_typo_of(model_id: str) -> str | None:
+    """The known id ``model_id`` is most likely a misspelling of, else ``None``.
+
+    Close in spelling (``difflib``, ignoring case), at most two characters longer or shorter, and with the same
+    numbers: ``Qwen/Qwen2-0.5B-Instruct`` or ``Qwen/Qwen2-7B-Instruct-AWQ`` are other models on the hub, so
+    advice to download them stays right, while ``Qwen/Qwen2-7B-Instrct`` exists nowhere.
+    """
+    by_folded = {known.lower(): known for known in known_model_ids()}
+    folded = model_id.lower()
+    if model_id in known_model_ids():
+        return None
+    for match in difflib.get_close_matches(folded, by_folded, n=3, cutoff=0.85):
+        if abs(len(match) - len(folded)) <= 2 and _NUMBERS.findall(match) == _NUMBERS.findall(folded):
+            return by_folded[match]
+    return None
 
 
 def _entry(model_id: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from functools import cache
 from typing import Literal, get_args
 
@@ -26,6 +27,7 @@ __all__ = [
     "bnb_config",
     "quantization_available",
     "require_quantization",
+    "say_int8_casts_once",
 ]
 
 #: A preset name: 4-bit NF4 or LLM.int8() 8-bit.
@@ -48,8 +50,10 @@ def bnb_config(preset: Preset, *, model_type: str | None = None,
     """The ``BitsAndBytesConfig`` for a preset.
 
     ``"nf4"``: 4-bit NormalFloat weights with double quantization (the quantization constants are quantized
-    too) and matmuls in ``compute_dtype``. ``"int8"``: LLM.int8() 8-bit weights. ``model_type`` is the
-    config's ``model_type``; for ``"qwen2_moe"`` in 4 bits :data:`MOE_4BIT_SKIP_MODULES` stay unquantized.
+    too) and matmuls in ``compute_dtype``. ``"int8"``: LLM.int8() 8-bit weights; bitsandbytes casts bfloat16
+    inputs to float16 for its int8 matmuls and logs that on every matmul, which
+    :func:`~qwen_docs_helpers.loading.load_model` reduces to once (:func:`say_int8_casts_once`). ``model_type`` is
+    the config's ``model_type``; for ``"qwen2_moe"`` in 4 bits :data:`MOE_4BIT_SKIP_MODULES` stay unquantized.
     """
     if _check_preset(preset) == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -62,6 +66,37 @@ def bnb_config(preset: Preset, *, model_type: str | None = None,
         bnb_4bit_compute_dtype=compute_dtype,
         llm_int8_skip_modules=skip,
     )
+
+
+#: The logger bitsandbytes warns on, at every int8 matmul, that bfloat16 (or float32) inputs are cast to float16.
+INT8_CAST_LOGGER = "bitsandbytes.autograd._functions"
+_INT8_CAST_MESSAGE = "MatMul8bitLt: inputs will be cast from"
+
+
+class _SayOnce(logging.Filter):
+    """Let each distinct int8 cast warning through once and drop its exact repeats (one per matmul, hundreds per
+    reply, would bury everything else); other records pass untouched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(_INT8_CAST_MESSAGE):
+            return True
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def say_int8_casts_once() -> None:
+    """Make bitsandbytes say its int8 cast warning once per dtype, not on every matmul (the cast itself, and the
+    dtype, are unchanged). Installs a filter on :data:`INT8_CAST_LOGGER`, at most one per process."""
+    logger = logging.getLogger(INT8_CAST_LOGGER)
+    if not any(isinstance(existing, _SayOnce) for existing in logger.filters):
+        logger.addFilter(_SayOnce())
 
 
 def _device() -> str:

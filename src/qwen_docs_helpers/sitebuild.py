@@ -23,7 +23,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sphinx.errors import ConfigError
+from .errors import missing_docs_extra
+
+try:
+    from sphinx.errors import ConfigError
+except ModuleNotFoundError as error:  # one line that says which extra to install, not a bare import error
+    extra = missing_docs_extra(__name__, error)
+    if extra is None:
+        raise
+    raise extra from error
 
 #: Overrides how many pages execute at once (sphinx-build's ``-j``: a number or ``auto``).
 JOBS_VARIABLE = "QWEN_DOCS_JOBS"

@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .errors import ResultsNotFoundError
+from .standins import checkout_root
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from transformers import PretrainedConfig
@@ -374,15 +377,37 @@ def _utc(date: Any) -> str | None:
         return None
 
 
+#: Overrides where the benchmark results are (needed where the package is installed rather than run from a checkout).
+RESULTS_VARIABLE = "QWEN_DOCS_BENCHMARK_RESULTS"
+
+
 def results_dir() -> Path:
     """Where the benchmark writes its results: ``$QWEN_DOCS_BENCHMARK_RESULTS``, else ``benchmarks/results`` of
-    the checkout this package runs from."""
-    override = os.environ.get("QWEN_DOCS_BENCHMARK_RESULTS")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    the checkout this package runs from.
+
+    An installed package (site-packages) has no checkout around it, and no results: that raises
+    :class:`~qwen_docs_helpers.errors.ResultsNotFoundError` rather than naming a folder that cannot exist."""
+    override = os.environ.get(RESULTS_VARIABLE)
+    if override:
+        return Path(override)
+    root = checkout_root(Path(__file__).parent)
+    if root is None:
+        raise ResultsNotFoundError(
+            "qwen_docs_helpers is installed, not run from a qwen-docs checkout, so there is no benchmarks/results",
+            f"set {RESULTS_VARIABLE} to the folder holding the results files, or run from a checkout "
+            "(pip install -e .)")
+    return root / "benchmarks" / "results"
 
 
 def load_results(folder: str | Path, *, include_tiny: bool = False) -> list[BenchmarkResults]:
-    """Every results file (``*.json``) in ``folder``, newest first; tiny-configuration test runs are skipped."""
+    """Every results file (``*.json``) in ``folder``, newest first; tiny-configuration test runs are skipped.
+
+    A folder that does not exist raises :class:`~qwen_docs_helpers.errors.ResultsNotFoundError` (a mistyped path
+    would otherwise read as "no results yet"); an existing folder without results gives ``[]``."""
+    if not Path(folder).is_dir():
+        raise ResultsNotFoundError(f"no such folder: {Path(folder).resolve()}",
+                                   "pass the folder holding the benchmark's results files (benchmarks/results of a "
+                                   "checkout, see results_dir())")
     found = []
     for path in sorted(Path(folder).glob("*.json")):
         data = json.loads(path.read_text())

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -272,6 +273,8 @@ def write_standin_snapshot(model_id: str, target: Path, tokenizer: object | None
         model.save_pretrained(target)
     tok.eos_token = published_eos_token(model_id)
     tok.save_pretrained(target)
+    for weights in target.glob("*.safetensors"):  # safetensors writes through a 0600 temporary file
+        weights.chmod(0o666 & ~_umask())  # the checkpoint's other files follow the umask: so do the weights
 
 
 @contextlib.contextmanager
@@ -470,3 +473,8 @@ def prepare_hub(
 def offline_env(cache_dir: Path | None = None) -> dict[str, str]:
     """Environment variables that make transformers load from the private cache, offline."""
     return {"HF_HUB_CACHE": str(hub_dir(cache_dir)), "HF_HUB_OFFLINE": "1"}
+
+
+def export_line(cache_dir: Path | None = None) -> str:
+    """The shell line that sets :func:`offline_env`, as ``qwen-docs standins`` prints it for the user to run."""
+    return "export " + " ".join(f"{key}={shlex.quote(value)}" for key, value in offline_env(cache_dir).items())

@@ -32,6 +32,7 @@ from .validation import (
     validate_messages,
     validate_reply_kwargs,
     validate_timeout,
+    validate_tokenizer,
 )
 
 __all__ = ["ChatStream", "StopOnEvent", "stream_reply"]
@@ -137,6 +138,16 @@ class ChatStream(Iterator[str]):
             stop.set()
 
 
+def _refuse_beams(model: PreTrainedModel, generate_kwargs: dict[str, Any]) -> None:
+    """Refuse beam search up front: transformers' streamers take one sequence, and say so only mid-stream."""
+    config = generate_kwargs.get("generation_config") or model.generation_config
+    beams = generate_kwargs.get("num_beams", getattr(config, "num_beams", None))
+    if beams is not None and beams != 1:
+        raise InvalidArgumentError(f"num_beams={beams!r}: a stream shows one sequence as it is generated, beam "
+                                   "search keeps several until the end", "drop num_beams (or pass num_beams=1), or "
+                                   "call reply(model, tokenizer, messages, num_beams=...) for beam search")
+
+
 def stream_reply(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -152,14 +163,18 @@ def stream_reply(
     ``timeout`` bounds the wait for each next piece of text (the first one includes the prompt's prefill);
     ``None`` waits forever. ``generate_kwargs`` go to ``model.generate`` with the tokenizer (so ``stop_strings``
     work); ``stopping_criteria`` are kept and extended; ``max_length`` and ``num_return_sequences`` > 1 are
-    refused as in :func:`~qwen_docs_helpers.chat.reply`. Use it as
+    refused as in :func:`~qwen_docs_helpers.chat.reply`, and so is beam search (``num_beams`` > 1, as an argument
+    or in the generation config), which transformers' streamers do not support. Use it as
     ``with stream_reply(...) as stream: for piece in stream: ...``.
     """
     validate_messages(messages)
+    generate_method(model)
+    validate_tokenizer(tokenizer)
     max_new_tokens = validate_max_new_tokens(max_new_tokens)
     if "streamer" in generate_kwargs:
         raise InvalidArgumentError("stream_reply got a streamer= argument", "drop it: stream_reply makes its own")
     validate_reply_kwargs(generate_kwargs)
+    _refuse_beams(model, generate_kwargs)
     timeout = validate_timeout(timeout)
     inputs = encode_chat(tokenizer, [messages]).to(model.device)
     return ChatStream(model, tokenizer,

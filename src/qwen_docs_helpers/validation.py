@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import InvalidArgumentError, InvalidMessagesError
 
@@ -25,7 +25,11 @@ __all__ = [
     "validate_messages",
     "validate_reply_kwargs",
     "validate_timeout",
+    "validate_tokenizer",
 ]
+
+#: Whatever the caller passed: the checks return it unchanged, with its type.
+_T = TypeVar("_T")
 
 #: Roles the Qwen2 ChatML template (and transformers' chat templates in general) understand.
 ROLES = ("system", "user", "assistant", "tool")
@@ -45,13 +49,19 @@ def _is_list(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
 
 
-def validate_messages(messages: Any, *, name: str = "messages") -> Any:
+def validate_messages(messages: _T, *, name: str = "messages") -> _T:
     """Check one conversation: a non-empty list of ``{'role': ..., 'content': str}`` dicts.
 
     ``role`` must be one of :data:`ROLES`; other keys (``name``, ``tool_call_id``, ...) are allowed. Returns
     ``messages`` itself, unchanged. ``name`` is how the conversation is called in error messages.
     Raises :class:`InvalidMessagesError`.
     """
+    _check_messages(messages, name)
+    return messages
+
+
+def _check_messages(messages: Any, name: str) -> None:
+    """:func:`validate_messages` without the return, so the public one can keep the caller's type."""
     if isinstance(messages, Mapping):
         raise InvalidMessagesError(f"{name} is a single dict, not a list of messages", "wrap it in a list: [message]")
     if not _is_list(messages):
@@ -76,15 +86,20 @@ def validate_messages(messages: Any, *, name: str = "messages") -> Any:
                 raise InvalidMessagesError(f"{where}[{key!r}] is {_kind(message[key])}, not a str", fix)
         if message["role"] not in ROLES:
             raise InvalidMessagesError(f"{where} has role {message['role']!r}", _ROLE_FIX)
-    return messages
 
 
-def validate_batch(batch: Any, *, name: str = "conversations") -> Any:
+def validate_batch(batch: _T, *, name: str = "conversations") -> _T:
     """Check a batch: a non-empty list of conversations, each valid for :func:`validate_messages`.
 
     A single conversation passed where a batch is expected is recognised and explained. Returns ``batch``
     itself, unchanged. Raises :class:`InvalidMessagesError`.
     """
+    _check_batch(batch, name)
+    return batch
+
+
+def _check_batch(batch: Any, name: str) -> None:
+    """:func:`validate_batch` without the return, so the public one can keep the caller's type."""
     if isinstance(batch, Mapping) or not _is_list(batch):
         raise InvalidMessagesError(f"{name} is {_kind(batch)}, not a list of conversations",
                                    "pass [conversation, ...], each conversation a list of message dicts")
@@ -94,8 +109,7 @@ def validate_batch(batch: Any, *, name: str = "conversations") -> Any:
         raise InvalidMessagesError(f"{name} looks like a single conversation (its items are message dicts)",
                                    "wrap it in a list, [messages], or call reply(model, tokenizer, messages)")
     for index, conversation in enumerate(batch):
-        validate_messages(conversation, name=f"{name}[{index}]")
-    return batch
+        _check_messages(conversation, f"{name}[{index}]")
 
 
 def validate_max_new_tokens(max_new_tokens: Any) -> int:
@@ -137,12 +151,43 @@ def validate_timeout(timeout: Any) -> float | None:
     return float(timeout)
 
 
+#: The fix for a model and tokenizer passed the wrong way round (or one of them left out).
+_ORDER_FIX = "pass (model, tokenizer, messages) in that order, as in model, tokenizer = load_model(...)"
+
+
+def _is_tokenizer(value: object) -> bool:
+    """Whether ``value`` can render a chat template: a tokenizer (or a processor), whatever its class."""
+    return callable(getattr(value, "apply_chat_template", None))
+
+
 def generate_method(model: PreTrainedModel) -> Callable[..., Any]:
-    """``model.generate``; a model without the head that predicts tokens (``AutoModel``) cannot generate."""
-    from transformers import GenerationMixin
+    """``model.generate``; a model without the head that predicts tokens (``AutoModel``) cannot generate.
+
+    A tokenizer or anything else that is not a model is refused with the argument order: swapped or missing
+    arguments otherwise fail deep inside ``generate`` or the tokenizer."""
+    from transformers import GenerationMixin, PreTrainedModel
 
     if not isinstance(model, GenerationMixin):
+        if _is_tokenizer(model):
+            raise InvalidArgumentError(f"got a tokenizer ({type(model).__name__}) where the model goes", _ORDER_FIX)
+        if not isinstance(model, PreTrainedModel):
+            raise InvalidArgumentError(f"the model is {_kind(model)}, not a transformers model", _ORDER_FIX)
         raise InvalidArgumentError(f"{type(model).__name__} cannot generate text",
                                    "load the model with AutoModelForCausalLM (AutoModel leaves out the token head)")
     # transformers types generate's self as a Protocol that mypy cannot match with any model class
     return model.generate  # type: ignore[misc]
+
+
+def validate_tokenizer(tokenizer: Any) -> None:
+    """Check the tokenizer argument: something that renders chat templates, not a model or ``None``.
+
+    Raises :class:`InvalidArgumentError` naming the argument order (a model here usually means the two were
+    swapped), instead of an ``AttributeError`` from inside the helpers."""
+    if _is_tokenizer(tokenizer):
+        return
+    from transformers import PreTrainedModel
+
+    if isinstance(tokenizer, PreTrainedModel):
+        raise InvalidArgumentError(f"got a model ({type(tokenizer).__name__}) where the tokenizer goes", _ORDER_FIX)
+    what = "None" if tokenizer is None else f"{_kind(tokenizer)}, not a tokenizer"
+    raise InvalidArgumentError(f"the tokenizer is {what}", _ORDER_FIX)

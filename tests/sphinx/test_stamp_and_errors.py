@@ -59,7 +59,8 @@ def test_a_model_id_without_recipe_is_a_warning_at_its_line(built: tuple[SphinxT
     line = ROOT.joinpath("index.md").read_text().splitlines().index(
         "It also names `Qwen/Qwen9-1B`, which has no stand-in recipe, and links the") + 1
     assert (f"index.md:{line}: WARNING: Qwen/Qwen9-1B has no stand-in recipe: add its config.json and "
-            "generation_config.json to src/qwen_docs_helpers/data/published_configs.json (see README)") in warnings
+            "generation_config.json to src/qwen_docs_helpers/data/published_configs.json in a checkout of qwen-docs "
+            "(see its README)") in warnings
     assert "qwen2-6659360b33528ced941e557f" not in warnings  # a collection's URL names no model
     # after a tab set whose cell is hoisted: still the line in the file
     after_tabs = len(ROOT.joinpath("failing.md").read_text().rstrip("\n").splitlines())

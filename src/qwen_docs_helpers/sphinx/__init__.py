@@ -23,23 +23,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from sphinx.application import Sphinx
+from ..errors import missing_docs_extra
 
-from . import (
-    cell_errors,
-    dead_kernel,
-    downloads,
-    error_outputs,
-    exec_cache,
-    hf_docstrings,
-    nested_cells,
-    reader_paths,
-    search,
-    site,
-    stamp,
-    stderr,
-    streams,
-)
+try:
+    from sphinx.application import Sphinx
+
+    from . import (
+        cell_errors,
+        dead_kernel,
+        downloads,
+        error_outputs,
+        exec_cache,
+        hf_docstrings,
+        nested_cells,
+        reader_paths,
+        search,
+        site,
+        stamp,
+        stderr,
+        streams,
+    )
+except ModuleNotFoundError as error:  # one line that says which extra to install, not a bare import error
+    extra = missing_docs_extra(__name__, error)
+    if extra is None:
+        raise
+    raise extra from error
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
