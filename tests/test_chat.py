@@ -290,6 +290,23 @@ def test_swapped_or_missing_model_and_tokenizer_name_the_order(no_generate: tupl
             assert caught.value.fix.startswith("pass (model, tokenizer, messages) in that order")
 
 
+def test_encode_chat_names_the_order_for_a_model_in_the_tokenizer_slot(dense_fp32: tuple) -> None:
+    model, _ = dense_fp32
+    with pytest.raises(InvalidArgumentError, match=r"^got a model \(Qwen2ForCausalLM\) where the tokenizer goes"):
+        encode_chat(model, CONVERSATIONS[:1])
+
+
+def test_a_peft_model_replies_with_its_adapter(dense_fp32: tuple) -> None:
+    peft = pytest.importorskip("peft")
+    model, tokenizer = dense_fp32
+    plain = reply(model, tokenizer, CONVERSATIONS[0], max_new_tokens=4, do_sample=False)
+    adapted = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    try:  # a fresh LoRA adapter adds zero, so the reply is the base model's
+        assert reply(adapted, tokenizer, CONVERSATIONS[0], max_new_tokens=4, do_sample=False) == plain
+    finally:
+        adapted.unload()  # the fixture's model is shared: take the adapter layers out again
+
+
 def test_messages_may_be_any_mapping(dense_fp32: tuple) -> None:
     from types import MappingProxyType
 

@@ -247,6 +247,14 @@ def test_an_empty_id_a_file_and_a_folder_without_config_are_refused_in_one_line(
     assert "save_pretrained" in caught.value.fix and "\n" not in str(caught.value)
 
 
+def test_a_path_under_home_is_expanded(standin_hub: dict[str, Path], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotAvailableError, match=r"empty has no config.json, so it is not a checkpoint"):
+        load_model("~/empty")
+
+
 def _edited_copy(snapshot: Path, target: Path, **changes: object) -> Path:
     """A copy of a stand-in whose config.json has ``changes``."""
     shutil.copytree(snapshot, target)
@@ -273,7 +281,7 @@ def test_an_unknown_model_type_says_transformers_does_not_know_it(standin_hub: d
         load_model(folder, device_map="cpu")
 
 
-@pytest.mark.parametrize("device_map", ["cuda", "cuda:0", {"": "cuda"}, torch.device("cuda")])
+@pytest.mark.parametrize("device_map", ["cuda", "cuda:0", {"": "cuda"}, torch.device("cuda"), 0, {"": 0}])
 def test_cuda_without_cuda_is_refused_in_one_line(standin_hub: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
                                                   device_map: object) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -352,6 +360,7 @@ def test_online_without_a_hub_a_private_standin_gives_the_export_line_at_once(
 def test_hub_reachable_makes_one_request_without_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     import http.server
     import threading
+    import time
 
     from huggingface_hub import constants
 
@@ -368,4 +377,6 @@ def test_hub_reachable_makes_one_request_without_retries(monkeypatch: pytest.Mon
         thread.join(5)
         server.server_close()
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")  # closed: refused
+    started = time.monotonic()
     assert not _hub_reachable()
+    assert time.monotonic() - started < 2  # refused at once: huggingface_hub's retries would wait seconds

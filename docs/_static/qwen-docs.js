@@ -17,3 +17,18 @@
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 })();
+
+// Printing opens every dropdown (and closes again those the reader had closed). The print stylesheet does the
+// same with ::details-content where the browser has it (Chromium 131, Safari 18.4, Firefox 143 and later); this
+// covers the others.
+(() => {
+  let opened = [];
+  window.addEventListener("beforeprint", () => {
+    opened = [...document.querySelectorAll("details.sd-dropdown:not([open])")];
+    opened.forEach((dropdown) => { dropdown.open = true; });
+  });
+  window.addEventListener("afterprint", () => {
+    opened.forEach((dropdown) => { dropdown.open = false; });
+    opened = [];
+  });
+})();

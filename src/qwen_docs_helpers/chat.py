@@ -42,12 +42,13 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conv
     so none are added. Inputs are not validated here, but a tokenizer without a chat template (a base
     model's) raises :class:`~qwen_docs_helpers.errors.InvalidArgumentError` rather than transformers' error.
     """
+    validate_tokenizer(tokenizer)
     if not getattr(tokenizer, "chat_template", None):
         raise InvalidArgumentError("the tokenizer has no chat template (a base model?)",
                                    "load an -Instruct/-Chat checkpoint or set tokenizer.chat_template")
-    # copied into plain dicts: the template wants dicts, the caller's messages may be any mapping
-    texts = tokenizer.apply_chat_template([[dict(m) for m in c] for c in conversations], add_generation_prompt=True,
-                                          tokenize=False)
+    # typed as lists of dicts, but any mapping renders (the template only reads the messages' keys)
+    texts = tokenizer.apply_chat_template([list(c) for c in conversations],  # type: ignore[arg-type]
+                                          add_generation_prompt=True, tokenize=False)
     if len(texts) > 1 and tokenizer.pad_token is None:
         raise InvalidArgumentError("the tokenizer has no pad token, so a batch cannot be padded",
                                    "set tokenizer.pad_token (Qwen's is '<|endoftext|>') or send one conversation")

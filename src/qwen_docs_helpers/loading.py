@@ -7,7 +7,6 @@ failures (no weights offline, pickled weights, no FlashAttention, no bitsandbyte
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -133,7 +132,9 @@ def _check_device_map(device_map: object) -> None:
     """Refuse a device map naming CUDA where torch cannot use it (torch fails later, with a bare AssertionError
     when it was built without CUDA)."""
     places = device_map.values() if isinstance(device_map, dict) else [device_map]
-    if not any(str(place).startswith("cuda") for place in places) or torch.cuda.is_available():
+    # a bare integer is an accelerator index, as in device_map=0 or {"": 0}
+    cuda = [place for place in places if str(place).startswith("cuda") or type(place) is int]
+    if not cuda or torch.cuda.is_available():
         return
     reason = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
     raise InvalidArgumentError(f"device_map={device_map!r} asks for CUDA, but {reason}",
@@ -255,14 +256,14 @@ def _config(source: str) -> Any:
 def _unloadable_config(source: str) -> InvalidArgumentError | None:
     """Why transformers refused a config.json it read: custom code (``auto_map``) or a ``model_type`` it does not
     know (``None``: another reason, keep transformers' error)."""
-    from transformers import CONFIG_MAPPING, __version__
+    from transformers import CONFIG_MAPPING, PretrainedConfig, __version__
 
-    folder = _snapshot_folder(source)
     try:
-        values = json.loads((folder / "config.json").read_text()) if folder else None
+        values, _ = PretrainedConfig.get_config_dict(source)
     except (OSError, ValueError):
         return None
-    if not isinstance(values, dict):
+    model_type = values.get("model_type")
+    if model_type in CONFIG_MAPPING:  # transformers knows the architecture: its error has another cause
         return None
     if "auto_map" in values:
         return InvalidArgumentError(
@@ -270,8 +271,7 @@ def _unloadable_config(source: str) -> InvalidArgumentError | None:
             "code from a checkpoint",
             "review that code; if you trust it, load the checkpoint with transformers yourself, allowing remote code",
         )
-    model_type = values.get("model_type")
-    if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
+    if isinstance(model_type, str):
         return InvalidArgumentError(f"{source} has model_type {model_type!r}, which transformers {__version__} "
                                     "does not know", "pip install --upgrade transformers (newer models need a newer "
                                     "release), or load a checkpoint of an architecture it knows")
@@ -337,7 +337,7 @@ def load_model(
     The tokenizer pads on the left (decoder-only batches must end where generation starts); the model is
     returned in eval mode.
     """
-    source = os.fspath(model_id)
+    source = os.path.expanduser(os.fspath(model_id))
     _check_source(source)
     dtype = _check_dtype(dtype)
     _check_device_map(device_map)

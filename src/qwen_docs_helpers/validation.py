@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .errors import InvalidArgumentError, InvalidMessagesError
 
@@ -167,6 +167,9 @@ def generate_method(model: PreTrainedModel) -> Callable[..., Any]:
     arguments otherwise fail deep inside ``generate`` or the tokenizer."""
     from transformers import GenerationMixin, PreTrainedModel
 
+    base_model = getattr(model, "get_base_model", None)  # a PEFT model wraps one and generates with its adapter
+    if not isinstance(model, GenerationMixin) and callable(base_model) and isinstance(base_model(), GenerationMixin):
+        return cast("Callable[..., Any]", model.generate)
     if not isinstance(model, GenerationMixin):
         if _is_tokenizer(model):
             raise InvalidArgumentError(f"got a tokenizer ({type(model).__name__}) where the model goes", _ORDER_FIX)

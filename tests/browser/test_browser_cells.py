@@ -285,6 +285,14 @@ def test_copy_buttons_copy_exactly_the_cell_source(crawl: Crawl, new_context: Ca
 # ---------------------------------------------------------------- print
 
 _PRINTED = """() => {
+    const clipped = (node) => {  // wider than the paper, or than a box around it that clips or scrolls
+        const right = node.getBoundingClientRect().right;
+        for (let box = node.parentElement; box; box = box.parentElement) {
+            const clips = getComputedStyle(box).overflowX !== "visible" || box === document.documentElement;
+            if (clips && right > box.getBoundingClientRect().right + 1) return true;
+        }
+        return false;
+    };
     const hidden = (selector) => [...document.querySelectorAll(selector)].filter((node) => !node.checkVisibility());
     const label = (node) => node.closest(".sd-tab-content, details")?.previousElementSibling?.textContent.trim()
         ?? node.closest("details")?.querySelector("summary")?.textContent.trim();
@@ -294,10 +302,27 @@ _PRINTED = """() => {
             .map((body) => `dropdown ${body.parentElement.querySelector("summary").textContent.trim()}`),
         cut: [...document.querySelectorAll(".cell_input pre")]
             .filter((pre) => pre.checkVisibility() && pre.scrollWidth > pre.clientWidth + 1)
-            .map((pre) => `code cut at the margin: ${pre.textContent.split("\\n")[0]}`),
+            .map((pre) => `code cut at the margin: ${pre.textContent.split("\\n")[0]}`)
+            .concat([...document.querySelectorAll("article table")]
+                .filter((table) => table.checkVisibility() && clipped(table))
+                .map((table) => `table cut at the margin: ${table.querySelector("th, td")?.textContent.trim()}`)),
         labels: [...document.querySelectorAll(".sd-tab-set > label")].filter((l) => !l.checkVisibility()).length,
     };
 }"""
+
+
+def test_printing_opens_the_dropdowns_where_css_cannot(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
+    """Browsers without ::details-content: qwen-docs.js opens the dropdowns for printing, then closes them again."""
+    page = new_context().new_page()
+    facts = next(facts for facts in crawl.executed_pages if facts.dropdowns)
+    page.goto(crawl.site.page(facts.path))
+    states = "() => [...document.querySelectorAll('details.sd-dropdown')].map((d) => d.open)"
+    before = page.evaluate(states)
+    assert not all(before), f"{facts.path}: every dropdown is open on loading"
+    page.evaluate("() => window.dispatchEvent(new Event('beforeprint'))")
+    assert all(page.evaluate(states)), f"{facts.path}: a dropdown stayed closed for printing"
+    page.evaluate("() => window.dispatchEvent(new Event('afterprint'))")
+    assert page.evaluate(states) == before, f"{facts.path}: the dropdowns were not closed again after printing"
 
 
 def test_a_printed_page_holds_every_tab_and_dropdown(crawl: Crawl, new_context: Callable[..., Watched]) -> None:

@@ -21,7 +21,6 @@ from myst_nb.core.read import read_myst_markdown_notebook
 from sphinx.cmd.build import build_main
 from sphinx.testing.util import SphinxTestApp
 
-from qwen_docs_helpers.sphinx import error_outputs
 from qwen_docs_helpers.sphinx.nested_cells import SLOT_KEY, hoist_nested_cells, nested_cell_slot
 
 ROOTS = Path(__file__).parent / "roots"
@@ -373,12 +372,12 @@ def test_orphan_slots_warn_with_their_page_line_and_fail_w(tmp_path: Path) -> No
     assert "dropped by sphinx-design" in html and "a slot that was never hoisted" in html
 
 
-def test_with_another_renderer_the_doctree_still_gets_the_file_lines(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # a renderer other than ours does not map the tokens: the transform maps the nodes back instead
-    monkeypatch.setattr(error_outputs, "map_lines_back", lambda md: None)
+def test_a_site_naming_another_renderer_keeps_it_and_the_doctree_still_gets_the_file_lines(tmp_path: Path) -> None:
+    # myst-nb's own renderer does not map the tokens: the transform maps the nodes back instead
     shutil.copytree(ROOTS / "orphans", tmp_path / "src")
     warnings = tmp_path / "warnings.txt"
-    build_main(["-q", "-b", "html", "-w", str(warnings), str(tmp_path / "src"), str(tmp_path / "out")])
+    build_main(["-q", "-b", "html", "-D", "nb_render_plugin=default", "-w", str(warnings), str(tmp_path / "src"),
+                str(tmp_path / "out")])
     assert re.search(r"index\.md:30: WARNING: unknown document: 'no-such-page'", warnings.read_text())
+    # parse-time warnings keep the hoisted text's lines then: the site's choice was kept
+    assert not re.search(r"index\.md:32: WARNING: Unknown directive type", warnings.read_text())

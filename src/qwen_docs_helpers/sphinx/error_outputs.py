@@ -10,11 +10,12 @@ not as a failure. Nothing is rewritten: both come from the fields the kernel sen
 
 Being the one object of ours that myst-nb creates between reading a page and rendering it, the renderer
 also gives the page's tokens the lines of the file (:func:`.nested_cells.map_lines_back`). The extension
-makes it the default renderer; a site that names another keeps it.
+makes it the renderer of a site that names none; a site that names one, ``"default"`` included, keeps it.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Any
 
 from docutils import nodes
@@ -78,7 +79,10 @@ class QwenDocsRenderer(NbElementRenderer):  # type: ignore[misc]  # myst-nb ship
 
 
 def _default_to_this_renderer(app: Sphinx, config: Config) -> None:
-    if config.nb_render_plugin == "default":
+    """Use this renderer where the site names none (conf.py or ``-D``); myst-nb finds it by its entry point, so
+    only where the package is installed (not merely on ``sys.path``)."""
+    named = "nb_render_plugin" in config.overrides or "nb_render_plugin" in getattr(config, "_raw_config", {})
+    if not named and entry_points(group="myst_nb.renderers", name=RENDERER_NAME):
         config.nb_render_plugin = RENDERER_NAME
 
 
