@@ -308,9 +308,10 @@ def test_a_peft_model_replies_with_its_adapter(dense_fp32: tuple) -> None:
 
 
 def test_messages_may_be_any_mapping(dense_fp32: tuple) -> None:
+    """Conversation is typed Sequence[Mapping]: reply validates and renders read-only mappings as it does dicts."""
     from types import MappingProxyType
 
-    _, tokenizer = dense_fp32
+    model, tokenizer = dense_fp32
     frozen = [MappingProxyType(message) for message in CONVERSATIONS[2]]
-    assert encode_chat(tokenizer, [frozen])["input_ids"].tolist() == \
-        encode_chat(tokenizer, [CONVERSATIONS[2]])["input_ids"].tolist()
+    assert reply(model, tokenizer, frozen, max_new_tokens=4, do_sample=False) == \
+        reply(model, tokenizer, CONVERSATIONS[2], max_new_tokens=4, do_sample=False)
