@@ -32,3 +32,20 @@
     opened = [];
   });
 })();
+
+// Landmarks a screen reader can tell apart. Sphinx gives the sidebar's toctree captions role="heading" without
+// the aria-level ARIA 1.2 requires (sphinx-doc/sphinx#14030; the open #14437 fixes it the same way): level 2, the
+// level ARIA 1.1 implied. Furo's two <aside> drawers (site navigation, page contents) have no names.
+(() => {
+  const label = () => {
+    document.querySelectorAll('[role="heading"]:not([aria-level])').forEach((caption) => {
+      caption.setAttribute("aria-level", "2");
+    });
+    const names = { "sidebar-drawer": "Site navigation", "toc-drawer": "On this page" };
+    for (const [drawer, name] of Object.entries(names)) {
+      document.querySelector(`aside.${drawer}:not([aria-label])`)?.setAttribute("aria-label", name);
+    }
+  };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", label);
+  else label();
+})();

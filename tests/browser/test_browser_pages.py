@@ -188,5 +188,26 @@ def test_what_scrolls_can_be_scrolled_from_the_keyboard(crawl: Crawl, new_contex
     assert not problems, "\n".join(sorted(set(problems)))
 
 
+_UNNAMED = """() => {
+    const asides = [...document.querySelectorAll("aside")].map((aside) => aside.getAttribute("aria-label"));
+    return {
+        headings: [...document.querySelectorAll('[role="heading"]:not([aria-level])')].map((n) => n.textContent),
+        asides: asides.length !== new Set(asides).size || asides.includes(null) ? asides : [],
+    };
+}"""
+
+
+def test_headings_and_landmarks_are_named_for_screen_readers(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
+    """axe-core's aria-required-attr (role="heading" needs aria-level, which Sphinx omits) and landmark-unique."""
+    page = new_context().new_page()
+    problems = {}
+    for facts in crawl.pages.values():
+        page.goto(crawl.site.page(facts.path))
+        found = page.evaluate(_UNNAMED)
+        if found["headings"] or found["asides"]:
+            problems[facts.path] = found
+    assert not problems, problems
+
+
 def _shot_name(path: str) -> str:
     return path.removesuffix(".html").replace("/", "__")
