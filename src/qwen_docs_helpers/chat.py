@@ -39,8 +39,10 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conv
     The template is rendered to text first and tokenized in a second call because ``padding_side`` is a
     per-call argument of ``tokenizer(...)``, while ``apply_chat_template`` silently ignores it (it only
     honours ``tokenizer_kwargs={"padding_side": ...}``). The rendered text already holds the special tokens,
-    so none are added. Inputs are not validated here, but a tokenizer without a chat template (a base
-    model's) raises :class:`~qwen_docs_helpers.errors.InvalidArgumentError` rather than transformers' error.
+    so none are added. The messages are not validated here; the tokenizer is, once for every helper that
+    encodes through here: something else in its place (a model passed in the wrong order, ``None``) or a
+    tokenizer without a chat template (a base model's) raises :class:`~qwen_docs_helpers.errors.InvalidArgumentError`
+    rather than an AttributeError or transformers' error.
     """
     validate_tokenizer(tokenizer)
     if not getattr(tokenizer, "chat_template", None):
@@ -60,7 +62,6 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conv
 def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation],
               max_new_tokens: int, generate_kwargs: dict[str, Any]) -> list[str]:
     generate = generate_method(model)
-    validate_tokenizer(tokenizer)
     validate_reply_kwargs(generate_kwargs)
     inputs = encode_chat(tokenizer, conversations).to(model.device)
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:

@@ -193,12 +193,12 @@ def _unreachable_but_private(model_id: str) -> ModelNotAvailableError | None:
 def _not_available(model_id: str) -> ModelNotAvailableError | None:
     """The error for a missing folder, a likely typo of a known id, or an id missing from the cache offline
     (``None``: keep transformers')."""
-    if Path(model_id).expanduser().is_dir():
+    if Path(model_id).is_dir():
         return None
     offline = is_offline_mode()
     if _looks_like_path(model_id, offline):
         return ModelNotAvailableError(
-            f"no such folder: {Path(model_id).expanduser().resolve()}",
+            f"no such folder: {Path(model_id).resolve()}",
             "check the path (a relative one starts at the current directory), or pass a hub id such as "
             "Qwen/Qwen2-7B-Instruct",
         )

@@ -32,7 +32,6 @@ from .validation import (
     validate_messages,
     validate_reply_kwargs,
     validate_timeout,
-    validate_tokenizer,
 )
 
 __all__ = ["ChatStream", "StopOnEvent", "stream_reply"]
@@ -168,8 +167,7 @@ def stream_reply(
     ``with stream_reply(...) as stream: for piece in stream: ...``.
     """
     validate_messages(messages)
-    generate_method(model)
-    validate_tokenizer(tokenizer)
+    generate_method(model)  # a model that cannot generate fails here, not in the thread
     max_new_tokens = validate_max_new_tokens(max_new_tokens)
     if "streamer" in generate_kwargs:
         raise InvalidArgumentError("stream_reply got a streamer= argument", "drop it: stream_reply makes its own")
