@@ -46,7 +46,7 @@ html_theme = "furo"
 html_title = "qwen-docs"
 html_static_path = ["_static"]
 html_css_files = ["qwen-docs.css"]
-html_js_files = ["qwen-docs.js"]  # keyboard access to code and outputs that scroll
+html_js_files = [("qwen-docs.js", {"defer": "defer"})]  # keyboard access, printing dropdowns, ARIA fixes
 
 # Copy only code: inputs and plain code blocks, never cell outputs or prompts.
 copybutton_selector = "div:not(.output) > div.highlight pre"

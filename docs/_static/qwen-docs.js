@@ -1,3 +1,5 @@
+// Loaded with defer (docs/conf.py): the page is parsed when this runs.
+
 // Keyboard access to what scrolls (WCAG 2.1.1): code and tables that run past the right edge, and cell outputs
 // capped in height, can only be scrolled with a mouse unless they take the focus. Each one that overflows gets a
 // tab stop; one that fits gets none, so short blocks add no stops. (No region role: dozens of landmarks of one
@@ -10,12 +12,8 @@
     if (overflows(el)) el.tabIndex = 0;
     else el.removeAttribute("tabindex");
   };
-  const start = () => {
-    const observer = new ResizeObserver((entries) => entries.forEach((entry) => check(entry.target)));
-    document.querySelectorAll(SCROLLERS).forEach((el) => observer.observe(el));
-  };
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else start();
+  const observer = new ResizeObserver((entries) => entries.forEach((entry) => check(entry.target)));
+  document.querySelectorAll(SCROLLERS).forEach((el) => observer.observe(el));
 })();
 
 // Printing opens every dropdown (and closes again those the reader had closed). The print stylesheet does the
@@ -37,15 +35,11 @@
 // the aria-level ARIA 1.2 requires (sphinx-doc/sphinx#14030; the open #14437 fixes it the same way): level 2, the
 // level ARIA 1.1 implied. Furo's two <aside> drawers (site navigation, page contents) have no names.
 (() => {
-  const label = () => {
-    document.querySelectorAll('[role="heading"]:not([aria-level])').forEach((caption) => {
-      caption.setAttribute("aria-level", "2");
-    });
-    const names = { "sidebar-drawer": "Site navigation", "toc-drawer": "On this page" };
-    for (const [drawer, name] of Object.entries(names)) {
-      document.querySelector(`aside.${drawer}:not([aria-label])`)?.setAttribute("aria-label", name);
-    }
-  };
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", label);
-  else label();
+  document.querySelectorAll('[role="heading"]:not([aria-level])').forEach((caption) => {
+    caption.setAttribute("aria-level", "2");
+  });
+  const names = { "sidebar-drawer": "Site navigation", "toc-drawer": "On this page" };
+  for (const [drawer, name] of Object.entries(names)) {
+    document.querySelector(`aside.${drawer}:not([aria-label])`)?.setAttribute("aria-label", name);
+  }
 })();
