@@ -87,6 +87,68 @@ def test_unchanged_snippet_loads_the_standin_offline(standin_hub: dict[str, Path
     assert str(model.dtype) == "torch.bfloat16"
 
 
+def test_every_benign_word_is_one_token_with_its_space() -> None:
+    tokenizer = standins._shared_tokenizer()
+    words = standins.benign_words()
+    ids = standins.benign_token_ids(tokenizer)
+    assert len(words) >= 200 and len(ids) == len(words) + 2  # the words, "," and "."
+    assert sorted(tokenizer.decode([i]) for i in ids) == sorted([f" {word}" for word in words] + [",", "."])
+
+
+def test_benign_ids_refuse_a_tokenizer_without_the_words() -> None:
+    class TinyVocab:
+        def get_vocab(self) -> dict[str, int]:
+            return {"\u0120water": 0, ",": 1, ".": 2}
+
+    with pytest.raises(InvalidArgumentError, match=r"not one token of this tokenizer: .*apple"):
+        standins.benign_token_ids(TinyVocab())
+
+
+@pytest.mark.parametrize(
+    "model_id", ["Qwen/Qwen2-7B-Instruct", "Qwen/Qwen2-1.5B-Instruct", "Qwen/Qwen1.5-MoE-A2.7B-Chat"]
+)
+def test_standin_output_is_drawn_from_benign_words_only(tmp_path: Path, model_id: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    standins.write_standin_snapshot(model_id, tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype="auto")
+    benign = torch.zeros(model.config.vocab_size, dtype=torch.bool)
+    benign[standins.benign_token_ids(tokenizer)] = True
+    replies = set()
+    torch.manual_seed(0)
+    for prompt in ("Give me a short introduction to large language models.", "写一首关于春天的诗", "2+2=?"):
+        inputs = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        start = inputs["input_ids"].shape[1]
+        # greedy, the checkpoint's own sampling settings, and sampling from the whole vocabulary
+        for options in ({"do_sample": False}, {}, {"do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0}):
+            out = model.generate(**inputs, max_new_tokens=24, output_logits=True, return_dict_in_generate=True,
+                                 **options)
+            new = out.sequences[0, start:]
+            assert benign[new].all(), (options, tokenizer.decode(new))
+            for logits in out.logits:
+                assert logits[0].float().softmax(-1)[~benign].sum() < 1e-4
+            replies.add(tokenizer.decode(new))
+    assert len(replies) >= 6  # noise that depends on the prompt and the settings, not one fixed string
+
+
+def test_favouring_benign_tokens_refuses_tied_output_rows() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = standins.standin_config("Qwen/Qwen2-1.5B-Instruct")
+    assert config.tie_word_embeddings is False  # the published config ties them; the stand-in must not
+    config.tie_word_embeddings = True
+    tied = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    before = tied.lm_head.weight.detach().clone()
+    with pytest.raises(InvalidArgumentError, match="ties its output rows"):
+        standins.favour_benign_tokens(tied, [0, 1])
+    assert torch.equal(tied.lm_head.weight, before)
+
+
 def test_prepare_is_idempotent_and_force_rebuilds(tmp_path: Path) -> None:
     empty_user_cache = tmp_path / "user-hub"
     old_umask = os.umask(0o022)

@@ -112,7 +112,8 @@ class Runtime:
                 "them on): tiny models "
                 "with random weights, the real Qwen2 tokenizer, chat template and generation config. The code is "
                 "exactly what runs with the real models, and prompts and token counts are real, but **the "
-                "generated text is random noise**, not what the real model would answer.\n:::\n"
+                "generated text is random noise**, everyday words in random order, not what the real model would "
+                "answer.\n:::\n"
             )
         return stamp
 

@@ -4,7 +4,8 @@ The site executes ``from_pretrained("Qwen/Qwen2-7B-Instruct")`` exactly as users
 that call needs a hub-cache entry for the id: this module writes one per model id into a *private* cache
 (never the user's own), holding either a link to real weights found in the user's cache or a stand-in:
 the real tokenizer, architecture class and generation config with tiny random weights, marked in its
-config so code can tell it from the real thing.
+config so code can tell it from the real thing. Its output rows are set so that what it generates is
+everyday words in random order (``data/standin_words.txt``), never the rest of the 151k-token vocabulary.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,8 +39,8 @@ if TYPE_CHECKING:  # torch and transformers load lazily: setting HF_HUB_CACHE af
 
 #: Key in a stand-in's ``config.json`` that marks it as random weights.
 STANDIN_MARKER = "qwen_docs_standin"
-#: Bump when stand-ins change shape, so stale ones are rebuilt.
-STANDIN_VERSION = 1
+#: Bump when stand-ins change shape or weights, so stale ones are rebuilt (2: output drawn from benign words).
+STANDIN_VERSION = 2
 #: Model ids with a stand-in recipe (``published_configs.json``); all are created by default.
 DEFAULT_MODEL_IDS = known_model_ids()
 
@@ -131,10 +133,11 @@ def repo_folder_name(model_id: str) -> str:
 
 
 def standin_config(model_id: str) -> PretrainedConfig:
-    """The published config with tiny sizes and the stand-in marker."""
+    """The published config with tiny sizes and the stand-in marker, output rows untied from the input
+    embeddings (Qwen2-1.5B ties them) so that :func:`favour_benign_tokens` can zero rows without zeroing prompts."""
     sizes = _MOE_SIZES if published_config(model_id).model_type == "qwen2_moe" else _DENSE_SIZES
     marker = {STANDIN_MARKER: {"of": model_id, "version": STANDIN_VERSION}}
-    return published_config(model_id, **sizes, **marker, dtype="bfloat16")
+    return published_config(model_id, **sizes, **marker, dtype="bfloat16", tie_word_embeddings=False)
 
 
 def is_standin(config: PretrainedConfig | dict[str, Any]) -> bool:
@@ -268,6 +271,7 @@ def write_standin_snapshot(model_id: str, target: Path, tokenizer: object | None
     config = standin_config(model_id)
     torch.manual_seed(_seed(model_id))  # same id, same weights: pages stay stable between builds
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    favour_benign_tokens(model, benign_token_ids(tok))
     model.generation_config = GenerationConfig(**published_generation_config(model_id))
     with _quiet_progress():
         model.save_pretrained(target)
@@ -275,6 +279,51 @@ def write_standin_snapshot(model_id: str, target: Path, tokenizer: object | None
     tok.save_pretrained(target)
     for weights in target.glob("*.safetensors"):  # safetensors writes through a 0600 temporary file
         weights.chmod(0o666 & ~_umask())  # the checkpoint's other files follow the umask: so do the weights
+
+
+#: What the final norm's weight is multiplied by, which multiplies every logit: at 80 the benign tokens'
+#: logits stand so far above the others' (zero) that greedy, top-k and even full-vocabulary sampling pick
+#: benign tokens (measured: the other 151k tokens keep about 1e-6 of the probability at most).
+_BENIGN_LOGIT_SCALE = 80.0
+#: Punctuation the noise may use besides words, so it reads as random text rather than one long list.
+_BENIGN_PUNCTUATION = (",", ".")
+
+
+def benign_words() -> list[str]:
+    """The neutral English words of ``data/standin_words.txt``: random output must never show a reader an
+    offensive word, and the whole 151k-token vocabulary holds some."""
+    text = (resources.files("qwen_docs_helpers") / "data" / "standin_words.txt").read_text(encoding="utf8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def benign_token_ids(tokenizer: Any) -> list[int]:
+    """Token ids of the benign words (each with its leading space, as one token) and of the punctuation."""
+    vocab = tokenizer.get_vocab()
+    tokens = ["\u0120" + word for word in benign_words()] + list(_BENIGN_PUNCTUATION)  # \u0120 (Ġ): a leading space
+    missing = [token.removeprefix("\u0120") for token in tokens if token not in vocab]
+    if missing:
+        raise InvalidArgumentError(f"not one token of this tokenizer: {', '.join(missing)}",
+                                   "use a Qwen2 tokenizer, or replace those words in data/standin_words.txt")
+    return sorted(vocab[token] for token in tokens)
+
+
+def favour_benign_tokens(model: Any, token_ids: Sequence[int]) -> None:
+    """Make a random model's next token one of ``token_ids`` in the weights themselves, so the page's code needs
+    no logits processor: every other output row becomes zero and the final norm's scale multiplies all logits.
+    The output rows must not be the input embeddings (``tie_word_embeddings``), or the prompt would be zeroed."""
+    import torch
+
+    if not token_ids:
+        raise InvalidArgumentError("no benign token ids were given", "pass the ids of the words stand-ins may output")
+    rows = model.get_output_embeddings().weight
+    if rows is model.get_input_embeddings().weight:
+        raise InvalidArgumentError("the model ties its output rows to its input embeddings",
+                                   "build it from a config with tie_word_embeddings=False")
+    others = torch.ones(rows.shape[0], dtype=torch.bool)
+    others[list(token_ids)] = False
+    with torch.no_grad():
+        rows[others] = 0
+        model.model.norm.weight *= _BENIGN_LOGIT_SCALE
 
 
 @contextlib.contextmanager
