@@ -71,6 +71,16 @@ def test_runtime_key_changes_with_the_helpers_code(tmp_path: Path, monkeypatch: 
     second = site.runtime_key("w=standin")
     assert second != first and second.startswith("cpu-")
     assert site.runtime_key("w=real") != second  # the weights are part of the key too
+    (package / "data").mkdir()
+    (package / "data" / "standin_words.txt").write_text("water\n")
+    third = site.runtime_key("w=standin")
+    assert third != second  # data the stand-ins are made from, not only code
+    (package / "data" / "standin_words.txt").write_text("river\n")
+    fourth = site.runtime_key("w=standin")
+    assert fourth != third
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "chat.cpython-311.pyc").write_bytes(b"\0")
+    assert site.runtime_key("w=standin") == fourth  # Python's bytecode, written by any import, is not a change
 
 
 @pytest.mark.parametrize("name", ["python", *runtime._VERSIONED])

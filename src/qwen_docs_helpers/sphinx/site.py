@@ -76,10 +76,12 @@ def prepare_models(app: Sphinx, config: Config) -> None:
 
 
 def helpers_digest() -> str:
-    """A hash of the helper package's code and data, which the pages import and run."""
+    """A hash of the helper package's code and data (every file but Python's bytecode), which the pages run: a
+    new word list for the stand-ins changes what they print as much as new code does."""
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in {".py", ".json"}):
+    files = (p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    for path in sorted(files):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
