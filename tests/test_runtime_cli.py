@@ -45,6 +45,24 @@ def test_stamp_has_no_standin_notice_with_real_weights() -> None:
     assert "real weights" in stamp and "qd-standin-notice" not in stamp and "2026-01-01" in stamp
 
 
+def test_stamp_output_carries_the_facts_the_downloads_state(standin_hub: dict[str, Path]) -> None:
+    from IPython.core.formatters import DisplayFormatter
+
+    from qwen_docs_helpers.published import published_config
+    from qwen_docs_helpers.runtime import STAMP_FACTS_KEY, page_stamp
+    from qwen_docs_helpers.speed import weight_bytes
+
+    ids = ["Qwen/Qwen2-7B-Instruct", "Qwen/Qwen1.5-MoE-A2.7B-Chat"]
+    data, metadata = DisplayFormatter().format(page_stamp(ids))
+    facts = metadata["text/markdown"][STAMP_FACTS_KEY]
+    assert "Executed on" in data["text/markdown"]
+    assert facts["weights"]["Qwen/Qwen2-7B-Instruct"] == "standin" and facts["accelerator"] == "cpu"
+    assert facts["peak"]["ram_bytes"] > 2**20 and facts["peak"]["gpu_bytes"] is None
+    assert facts["weight_bytes_bf16"] == [(i, round(weight_bytes(published_config(i)))) for i in ids]  # page order
+    assert facts["weight_bytes_bf16"][0][1] == 2 * 7_615_616_512  # bf16, untied lm_head
+    json.dumps(facts)  # it is stored in the notebook
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from .published import known_model_ids
+from .published import known_model_ids, published_config
+from .speed import weight_bytes
 from .standins import UnreadableEntryError, resolve_in_hub, same_folder
 
 _VERSIONED = ("torch", "transformers", "accelerate", "bitsandbytes")
+#: Key, in the metadata of the stamp's output, of the facts of the run that the page's downloads state.
+STAMP_FACTS_KEY = "qwen_docs_stamp"
 
 
 def _version(distribution: str) -> str | None:
@@ -206,8 +209,28 @@ def describe_runtime(model_ids: Iterable[str] | None = None, private_hub: Path |
     )
 
 
+def stamp_facts(runtime: Runtime, peak: PeakMemory | None) -> dict[str, object]:
+    """What the page's ``.py`` download says of its memory: the run's device, weights and peak, and the size
+    each named model's real weights have in bfloat16 (from its published configuration), in the page's order."""
+    sizes: list[tuple[str, int]] = []  # pairs, not a mapping: notebooks store mappings with their keys sorted
+    for model_id in runtime.weights:
+        with contextlib.suppress(KeyError):  # an id with no published configuration has no known size
+            sizes.append((model_id, round(weight_bytes(published_config(model_id), "bf16"))))
+    return {
+        "device": runtime.device,
+        "accelerator": runtime.accelerator,
+        "weights": dict(runtime.weights),
+        "peak": None if peak is None else {"ram_bytes": peak.ram_bytes, "gpu_bytes": peak.gpu_bytes},
+        "weight_bytes_bf16": sizes,
+    }
+
+
 def page_stamp(model_ids: Iterable[str]) -> object:
-    """The stamp as a rich Markdown display object, for the hidden cell that runs last on an executed page."""
+    """The stamp as a rich Markdown display object, for the hidden cell that runs last on an executed page.
+
+    Its output's metadata carries :func:`stamp_facts` under :data:`STAMP_FACTS_KEY`, for the page's downloads.
+    """
     from IPython.display import Markdown
 
-    return Markdown(describe_runtime(model_ids).as_markdown(peak_memory()))
+    runtime, peak = describe_runtime(model_ids), peak_memory()
+    return Markdown(runtime.as_markdown(peak), metadata={STAMP_FACTS_KEY: stamp_facts(runtime, peak)})

@@ -22,7 +22,14 @@ from sphinx import addnodes
 from sphinx.testing.util import SphinxTestApp
 from sphinx.util.console import strip_colors
 
-from qwen_docs_helpers.sphinx.downloads import DOWNLOADS_CLASS, in_script, script_from_notebook
+from qwen_docs_helpers.runtime import STAMP_FACTS_KEY
+from qwen_docs_helpers.sphinx.downloads import (
+    DOWNLOADS_CLASS,
+    in_script,
+    memory_note,
+    script_from_notebook,
+    stamp_facts,
+)
 
 ROOTS = Path(__file__).parent / "roots"
 
@@ -99,6 +106,64 @@ def test_names_that_only_hidden_cells_define_are_reported() -> None:
     assert script_from_notebook(new_notebook(cells=cells)).unresolved == [(2, "math", 0), (2, "secret", 0)]
 
 
+def _stamped(facts: dict[str, object]) -> nbformat.NotebookNode:
+    """A notebook whose stamp cell ran and recorded ``facts``, as ``runtime.page_stamp`` does."""
+    output = nbformat.v4.new_output(
+        "display_data", data={"text/markdown": "stamp"}, metadata={"text/markdown": {STAMP_FACTS_KEY: facts}}
+    )
+    stamp = new_code_cell("page_stamp([...])", metadata={"tags": ["remove-input", "qd-stamp"]}, outputs=[output])
+    return new_notebook(cells=[new_code_cell("x = 1"), stamp])
+
+
+SIZES = [["Qwen/Qwen2-7B-Instruct", 15_231_233_024], ["Qwen/Qwen1.5-MoE-A2.7B-Chat", 28_631_568_384]]
+IDS = [model_id for model_id, _ in SIZES]
+
+
+def _header(script: str) -> str:
+    """The header's text, comment marks and line breaks removed."""
+    lines = script.split("\n\n# %%")[0].splitlines()
+    return " ".join(line.removeprefix("#").strip() for line in lines if line.strip("# "))
+
+
+def test_header_gives_the_measured_peak_of_a_run_on_real_weights() -> None:
+    facts = {
+        "device": "NVIDIA H100 80GB HBM3", "accelerator": "cuda",
+        "weights": dict.fromkeys(IDS, "real"), "weight_bytes_bf16": SIZES,
+        "peak": {"ram_bytes": 3 * 2**30, "gpu_bytes": 44 * 2**30 + 2**29},
+    }
+    script = script_from_notebook(_stamped(facts), title="Chat").text
+    header = _header(script)
+    assert "runs all of the page's code in turn, every tab included, so it can hold several models" in header
+    assert ("its code ran on NVIDIA H100 80GB HBM3 with real weights and peaked at 44.5 GiB of GPU memory and "
+            "3.0 GiB of RAM: the script needs about as much.") in header
+    assert "GB;" not in header and "stand-in" not in header
+    assert all(len(line) <= 100 for line in script.splitlines())
+    assert _run(script)["x"] == 1  # the header is comments only
+
+
+def test_header_gives_model_sizes_when_the_run_used_standins() -> None:
+    facts = {
+        "device": "AMD EPYC", "accelerator": "cpu", "weights": dict.fromkeys(IDS, "standin"),
+        "weight_bytes_bf16": SIZES, "peak": {"ram_bytes": 2**30, "gpu_bytes": None},
+    }
+    stored = nbformat.reads(nbformat.writes(_stamped(facts)), as_version=4)  # as a notebook file keeps it
+    header = _header(script_from_notebook(stored).text)
+    assert ("one copy of each model the page names takes, in bfloat16: Qwen/Qwen2-7B-Instruct 15.2 GB; "
+            "Qwen/Qwen1.5-MoE-A2.7B-Chat 28.6 GB.") in header
+    assert "built on stand-in weights (tiny random models), so the peak memory" in header
+    assert "1.0 GiB" not in header  # a stand-in run's peak would mislead
+    # one model on real weights, one not: the header names the one that ran on a stand-in
+    mixed = {**facts, "weights": {"Qwen/Qwen2-7B-Instruct": "real", "Qwen/Qwen1.5-MoE-A2.7B-Chat": "missing"}}
+    assert "(tiny random models) for Qwen/Qwen1.5-MoE-A2.7B-Chat, so" in _header(
+        script_from_notebook(_stamped(mixed)).text)
+
+
+def test_no_memory_note_without_models_or_stamp() -> None:
+    empty = {"device": "cpu", "accelerator": "cpu", "weights": {}, "weight_bytes_bf16": [], "peak": None}
+    assert "Memory:" not in script_from_notebook(_stamped(empty)).text
+    assert memory_note(None) == [] and stamp_facts(new_notebook(cells=[new_code_cell("x = 1")])) is None
+
+
 # ---------------------------------------------------------------- a real build
 
 
@@ -142,6 +207,7 @@ def test_links_sit_under_the_stamp(built: Built) -> None:
     references = list(links.findall(addnodes.download_reference))
     assert [Path(ref["filename"]).name for ref in references] == ["page.ipynb", "page.py"]
     assert links.astext().startswith("Download this page as a notebook, page.ipynb")
+    assert "memory" not in links.astext()  # the page loads no model: its script has no memory note
 
 
 def test_links_point_at_the_executed_files(built: Built) -> None:

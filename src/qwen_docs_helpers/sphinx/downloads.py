@@ -17,6 +17,11 @@ only a left-out cell defined, the script would fail where the page did not, so t
 (``-W`` fails). Cells tagged ``raises-exception`` raise on the page and carry on; in the script they
 run in ``try``/``except`` and print the error, so the rest still runs as it did on the page.
 
+Since the script runs every tab, it can hold a model once per tab that loads it, so its header says what
+memory it needs: with real weights, the peak the page's run measured (the stamp cell records its facts in
+its output's metadata); with stand-ins, whose peak says nothing of real weights, the size of each named
+model's weights in bfloat16.
+
 Both files are attached with Sphinx's own download mechanism (as myst-nb's ``{nb-download}`` role
 does), so the HTML builder copies them to ``_downloads/`` on every build.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import textwrap
 import tokenize
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +45,7 @@ from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
+from ..runtime import STAMP_FACTS_KEY
 from .cell_code import is_shown, names, without_magics
 from .cell_code import source as _source
 from .cell_code import tags as _tags
@@ -57,6 +64,7 @@ SCRIPT_TAG = "qd-script"
 RAISES_TAG = "raises-exception"
 _SKIP_TAGS = frozenset({"skip-execution", "skip_execution"})
 _SEPARATOR = " / "
+_HEADER_WIDTH = 100  # characters per comment line of the script's header
 
 
 class Script(NamedTuple):
@@ -138,6 +146,53 @@ def _cell_code(cell: Mapping[str, Any]) -> str:
     return source
 
 
+def stamp_facts(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The facts the page's stamp cell recorded of its run (``runtime.stamp_facts``), if it has run."""
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code" or STAMP_TAG not in _tags(cell):
+            continue
+        for output in cell.get("outputs", []):
+            facts = output.get("metadata", {}).get("text/markdown", {}).get(STAMP_FACTS_KEY)
+            if isinstance(facts, dict):
+                return facts
+    return None
+
+
+def _gib(value: int) -> str:
+    return f"{value / 2**30:.1f} GiB"
+
+
+def memory_note(facts: Mapping[str, Any] | None) -> list[str]:
+    """Header lines saying what memory the script needs with real weights; none if the page loads no model."""
+    sizes: Sequence[tuple[str, int]] = (facts or {}).get("weight_bytes_bf16") or []
+    if facts is None or not sizes:
+        return []
+    text = (
+        "Memory: the script runs all of the page's code in turn, every tab included, so it can hold several "
+        "models at once (two tabs that each load a model hold a copy each) until a later cell frees them. To "
+        "follow one recipe, run only the cells whose header names it."
+    )
+    not_real = [model_id for model_id, source in facts.get("weights", {}).items() if source != "real"]
+    peak = facts.get("peak") or {}
+    if not not_real and peak:
+        measured = [f"{_gib(peak['gpu_bytes'])} of GPU memory"] if peak.get("gpu_bytes") is not None else []
+        measured.append(f"{_gib(peak['ram_bytes'])} of RAM")
+        text += (
+            f" When the page was built, its code ran on {facts.get('device', 'its build machine')} with real "
+            f"weights and peaked at {' and '.join(measured)}: the script needs about as much."
+        )
+    else:
+        listed = "; ".join(f"{model_id} {size / 1e9:.1f} GB" for model_id, size in sizes)
+        which = "" if set(not_real) >= {model_id for model_id, _ in sizes} else f" for {', '.join(not_real)}"
+        text += (
+            f" With real weights, one copy of each model the page names takes, in bfloat16: {listed}. The page "
+            f"was built on stand-in weights (tiny random models){which}, so the peak memory its stamp shows says "
+            "nothing of what real weights need."
+        )
+    wrapped = textwrap.wrap(text, width=_HEADER_WIDTH - 2, break_on_hyphens=False, break_long_words=False)
+    return ["#", *(f"# {line}" for line in wrapped)]
+
+
 def _heading_line(text: str) -> str:
     return " ".join(text.replace("[", "(").replace("]", ")").split())
 
@@ -159,6 +214,7 @@ def script_from_notebook(
         "# and the cells inside dropdowns included. Cells the page hides (its build checks and its",
         '# "executed on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).',
     ]
+    header += memory_note(stamp_facts(notebook))
     if any(RAISES_TAG in _tags(cell) for _, cell in kept):
         header += ["", "import traceback"]
     parts = ["\n".join(header)]
@@ -251,6 +307,8 @@ class AddDownloadLinks(SphinxTransform):
         paragraph += _link(notebook_path, srcdir, notebook_path.name)
         paragraph += nodes.Text(" (with the outputs shown here), or as a Python script, ")
         paragraph += _link(script_path, srcdir, script_path.name)
+        if memory_note(stamp_facts(notebook)):
+            paragraph += nodes.Text(", which runs every tab in turn: its first lines say how much memory that takes")
         paragraph += nodes.Text(".")
         self._insert(paragraph)
 
