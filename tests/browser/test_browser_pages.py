@@ -86,6 +86,10 @@ def test_download_links_give_the_notebook_and_the_script(crawl: Crawl, new_conte
         script = crawl.site.read(by_suffix["py"]).decode()
         compile(script, by_suffix["py"], "exec")  # plain Python
         assert script.startswith(f"# {facts.title}"), facts.path
+        header, _, body = script.partition("\n# %%")
+        if '"Qwen/' in body:  # it loads models, and runs every tab: it says what memory that takes
+            assert re.search(r"^# Memory: .* \d+\.\d GB", header, re.M | re.S), f"{facts.path}: {header}"
+            assert "how much memory" in page.locator(".qd-downloads").inner_text(), facts.path
 
 
 def test_search_finds_each_page_by_a_word_of_its_title(crawl: Crawl, new_context: Callable[..., Watched]) -> None:

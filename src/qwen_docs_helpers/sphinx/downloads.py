@@ -307,9 +307,10 @@ class AddDownloadLinks(SphinxTransform):
         paragraph += _link(notebook_path, srcdir, notebook_path.name)
         paragraph += nodes.Text(" (with the outputs shown here), or as a Python script, ")
         paragraph += _link(script_path, srcdir, script_path.name)
-        if memory_note(stamp_facts(notebook)):
-            paragraph += nodes.Text(", which runs every tab in turn: its first lines say how much memory that takes")
         paragraph += nodes.Text(".")
+        if memory_note(stamp_facts(notebook)):
+            paragraph += nodes.Text(" Both run every tab in turn: the script's first lines say how much memory "
+                                    "that takes.")
         self._insert(paragraph)
 
     def _insert(self, paragraph: nodes.paragraph) -> None:
