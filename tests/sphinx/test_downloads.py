@@ -156,6 +156,10 @@ def test_header_gives_model_sizes_when_the_run_used_standins() -> None:
     mixed = {**facts, "weights": {"Qwen/Qwen2-7B-Instruct": "real", "Qwen/Qwen1.5-MoE-A2.7B-Chat": "missing"}}
     assert "(tiny random models) for Qwen/Qwen1.5-MoE-A2.7B-Chat, so" in _header(
         script_from_notebook(_stamped(mixed)).text)
+    # real weights but no measured peak: the sizes, and no word of stand-ins
+    unmeasured = _header(script_from_notebook(_stamped({**facts, "weights": dict.fromkeys(IDS, "real"),
+                                                        "peak": None})).text)
+    assert "in bfloat16: Qwen/Qwen2-7B-Instruct 15.2 GB;" in unmeasured and "stand-in" not in unmeasured
 
 
 def test_no_memory_note_without_models_or_stamp() -> None:

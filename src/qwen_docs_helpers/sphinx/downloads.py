@@ -183,11 +183,12 @@ def memory_note(facts: Mapping[str, Any] | None) -> list[str]:
         )
     else:
         listed = "; ".join(f"{model_id} {size / 1e9:.1f} GB" for model_id, size in sizes)
+        text += f" With real weights, one copy of each model the page names takes, in bfloat16: {listed}."
+    if not_real:
         which = "" if set(not_real) >= {model_id for model_id, _ in sizes} else f" for {', '.join(not_real)}"
         text += (
-            f" With real weights, one copy of each model the page names takes, in bfloat16: {listed}. The page "
-            f"was built on stand-in weights (tiny random models){which}, so the peak memory its stamp shows says "
-            "nothing of what real weights need."
+            f" The page was built on stand-in weights (tiny random models){which}, so the peak memory its stamp "
+            "shows says nothing of what real weights need."
         )
     wrapped = textwrap.wrap(text, width=_HEADER_WIDTH - 2, break_on_hyphens=False, break_long_words=False)
     return ["#", *(f"# {line}" for line in wrapped)]
