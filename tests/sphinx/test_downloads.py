@@ -131,7 +131,9 @@ def test_header_gives_the_measured_peak_of_a_run_on_real_weights() -> None:
         "weights": dict.fromkeys(IDS, "real"), "weight_bytes_bf16": SIZES,
         "peak": {"ram_bytes": 3 * 2**30, "gpu_bytes": 44 * 2**30 + 2**29},
     }
-    script = script_from_notebook(_stamped(facts), title="Chat").text
+    built = script_from_notebook(_stamped(facts), title="Chat")
+    assert built.notes_memory
+    script = built.text
     header = _header(script)
     assert "runs all of the page's code in turn, every tab included, so it can hold several models" in header
     assert ("its code ran on NVIDIA H100 80GB HBM3 with real weights and peaked at 44.5 GiB of GPU memory and "
@@ -165,6 +167,7 @@ def test_header_gives_model_sizes_when_the_run_used_standins() -> None:
 def test_no_memory_note_without_models_or_stamp() -> None:
     empty = {"device": "cpu", "accelerator": "cpu", "weights": {}, "weight_bytes_bf16": [], "peak": None}
     assert "Memory:" not in script_from_notebook(_stamped(empty)).text
+    assert not script_from_notebook(_stamped(empty)).notes_memory
     assert memory_note(None) == [] and stamp_facts(new_notebook(cells=[new_code_cell("x = 1")])) is None
 
 

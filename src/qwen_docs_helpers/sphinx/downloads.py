@@ -73,6 +73,7 @@ class Script(NamedTuple):
     text: str
     left_out: list[int]  #: notebook indices of the code cells not in the script
     unresolved: list[tuple[int, str, int]]  #: (cell, name, left-out cell defining it) for names the script lacks
+    notes_memory: bool = False  #: whether the header says what memory the script needs (it loads models)
 
 
 def in_script(cell: Mapping[str, Any]) -> bool:
@@ -215,14 +216,15 @@ def script_from_notebook(
         "# and the cells inside dropdowns included. Cells the page hides (its build checks and its",
         '# "executed on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).',
     ]
-    header += memory_note(stamp_facts(notebook))
+    memory = memory_note(stamp_facts(notebook))
+    header += memory
     if any(RAISES_TAG in _tags(cell) for _, cell in kept):
         header += ["", "import traceback"]
     parts = ["\n".join(header)]
     for index, cell in kept:
         place = _heading_line(places.get(index, ""))
         parts.append(f"# %% {place}".rstrip() + "\n" + _cell_code(cell))
-    return Script("\n\n".join(parts) + "\n", left_out, _unresolved(cells))
+    return Script("\n\n".join(parts) + "\n", left_out, _unresolved(cells), notes_memory=bool(memory))
 
 
 # ------------------------------------------------------------------------------------------- Sphinx
@@ -309,7 +311,7 @@ class AddDownloadLinks(SphinxTransform):
         paragraph += nodes.Text(" (with the outputs shown here), or as a Python script, ")
         paragraph += _link(script_path, srcdir, script_path.name)
         paragraph += nodes.Text(".")
-        if memory_note(stamp_facts(notebook)):
+        if script.notes_memory:
             paragraph += nodes.Text(" Both run every tab in turn: the script's first lines say how much memory "
                                     "that takes.")
         self._insert(paragraph)
