@@ -23,6 +23,7 @@ from sphinx.testing.util import SphinxTestApp
 from sphinx.util.console import strip_colors
 
 from qwen_docs_helpers.runtime import STAMP_FACTS_KEY
+from qwen_docs_helpers.sphinx.data_files import files_named
 from qwen_docs_helpers.sphinx.downloads import (
     DOWNLOADS_CLASS,
     in_script,
@@ -171,6 +172,32 @@ def test_no_memory_note_without_models_or_stamp() -> None:
     assert memory_note(None) == [] and stamp_facts(new_notebook(cells=[new_code_cell("x = 1")])) is None
 
 
+def test_files_named_are_existing_files_under_the_root(tmp_path: Path) -> None:
+    root, page_dir = tmp_path / "docs", tmp_path / "docs" / "guide"
+    (root / "data").mkdir(parents=True)
+    page_dir.mkdir()
+    (root / "data" / "a.json").write_text("{}")
+    (page_dir / "b.txt").write_text("")
+    (tmp_path / "outside.txt").write_text("")
+    absolute = repr(str(root / "data" / "a.json"))
+    code = (
+        "!ls data\n"
+        "a = open('../data/a.json')\n"
+        "b, again = 'b.txt', \"../data/a.json\"\n"
+        f"skipped = [f'b.txt', 'missing.txt', '../data', '../../outside.txt', {absolute}, '', 'b.txt\\n']\n"
+    )
+    assert files_named(code, page_dir, root) == ["../data/a.json", "b.txt"]  # in order, once each
+    assert files_named("x = 1", page_dir, root) == []
+
+
+def test_header_names_the_files_the_code_reads() -> None:
+    notebook = new_notebook(cells=[new_code_cell("print(open('data/a.json').read())")])
+    script = script_from_notebook(notebook, title="T", files=["data/a.json", "data/b.txt"])
+    assert ("Files: the code reads data/a.json, data/b.txt, which the page offers for download: save them at those "
+            "paths, relative to the folder you run the script from.") in _header(script.text)
+    assert "Files:" not in script_from_notebook(notebook, title="T").text
+
+
 # ---------------------------------------------------------------- a real build
 
 
@@ -308,12 +335,44 @@ def test_pages_without_a_run_offer_nothing(built: Built) -> None:
     assert not (built.outdir.parent / "jupyter_execute" / "off.py").exists()
 
 
-def test_a_shown_cell_needing_hidden_code_fails_the_build(built: Built) -> None:
+def _download_warnings(built: Built) -> list[tuple[str, int, str]]:
     found = re.findall(r"^(\S+):(\d+): WARNING: (.*) \[qwen_docs\.downloads\]$", built.warnings, re.M)
-    assert [(Path(path).name, int(line)) for path, line, _ in found] == [("hidden.md", 17)] * 2  # its fence
+    return [(Path(path).name, int(line), message) for path, line, message in found]
+
+
+def test_a_shown_cell_needing_hidden_code_fails_the_build(built: Built) -> None:
+    found = [warning for warning in _download_warnings(built) if warning[0] == "hidden.md"]
+    assert [(name, line) for name, line, _ in found] == [("hidden.md", 17)] * 2  # its fence
     assert ["'math'" in found[0][2], "'secret'" in found[1][2]] == [True, True]
     assert "the one starting 'import math'" in found[0][2]
-    assert len(built.warnings.strip().splitlines()) == 2  # nothing else warns: -W passes without hidden.md
+    # nothing else warns: -W passes without hidden.md and unoffered.md
+    assert len(built.warnings.strip().splitlines()) == len(_download_warnings(built)) == 3
+
+
+def test_a_shown_cell_reading_a_file_the_page_does_not_offer_fails_the_build(built: Built) -> None:
+    (found,) = [warning for warning in _download_warnings(built) if warning[0] == "unoffered.md"]
+    assert found[1] == 10  # the cell's fence
+    assert found[2] == ("the page's downloads would fail: a shown cell reads data/sample.json, which the page does "
+                        "not offer; link it in the page's text ({download}`data/sample.json`) so that readers can "
+                        "save it")
+
+
+def test_files_the_code_reads_are_named_and_linked(built: Built, tmp_path: Path) -> None:
+    files = built.downloads("reads")
+    assert sorted(files) == [".ipynb", ".json", ".py"]
+    assert files[".json"].read_bytes() == (built.app.srcdir / "data" / "sample.json").read_bytes()
+    (links,) = [p for p in built.doctree("reads").findall(nodes.paragraph) if DOWNLOADS_CLASS in p["classes"]]
+    assert links.astext().endswith(" Both read data/sample.json, offered here too: save it at that path, relative "
+                                   "to the folder you run them from.")
+    script = files[".py"]
+    assert ("Files: the code reads data/sample.json, which the page offers for download: save it at that path, "
+            "relative to the folder you run the script from.") in _header(script.read_text(encoding="utf8"))
+    (tmp_path / "data").mkdir()
+    shutil.copy(files[".json"], tmp_path / "data" / "sample.json")  # what the header asks the reader to do
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("sum 7 ")
+    assert "Files:" not in built.downloads("page")[".py"].read_text(encoding="utf8")
 
 
 def test_notebook_from_the_cache_keeps_its_outputs(tmp_path: Path) -> None:

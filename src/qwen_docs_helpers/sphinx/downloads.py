@@ -20,7 +20,8 @@ run in ``try``/``except`` and print the error, so the rest still runs as it did 
 Since the script runs every tab, it can hold a model once per tab that loads it, so its header says what
 memory it needs: with real weights, the peak the page's run measured (the stamp cell records its facts in
 its output's metadata); with stand-ins, whose peak says nothing of real weights, the size of each named
-model's weights in bfloat16.
+model's weights in bfloat16. Where the code reads a file of the source folder (``Path("data/x.json")``), the
+header and the links name it (:mod:`.data_files`); a file the page does not offer for download fails the build.
 
 Both files are attached with Sphinx's own download mechanism (as myst-nb's ``{nb-download}`` role
 does), so the HTML builder copies them to ``_downloads/`` on every build.
@@ -50,6 +51,7 @@ from .cell_code import is_shown, names, without_magics
 from .cell_code import source as _source
 from .cell_code import tags as _tags
 from .cells import ancestors, code_cells, heading, is_component
+from .data_files import files_named, offered_files
 from .stamp import STAMP_TAG, is_stamp_cell
 
 logger = logging.getLogger(__name__)
@@ -195,16 +197,36 @@ def memory_note(facts: Mapping[str, Any] | None) -> list[str]:
     return ["#", *(f"# {line}" for line in wrapped)]
 
 
+def _them(files: Sequence[str]) -> tuple[str, str]:
+    return ("it", "that path") if len(files) == 1 else ("them", "those paths")
+
+
+def files_note(files: Sequence[str]) -> list[str]:
+    """Header lines naming the files the code reads, which the reader must save beside it."""
+    if not files:
+        return []
+    it, path = _them(files)
+    text = (f"Files: the code reads {', '.join(files)}, which the page offers for download: save {it} at {path}, "
+            "relative to the folder you run the script from.")
+    wrapped = textwrap.wrap(text, width=_HEADER_WIDTH - 2, break_on_hyphens=False, break_long_words=False)
+    return ["#", *(f"# {line}" for line in wrapped)]
+
+
 def _heading_line(text: str) -> str:
     return " ".join(text.replace("[", "(").replace("]", ")").split())
 
 
 def script_from_notebook(
-    notebook: Mapping[str, Any], *, title: str = "", places: Mapping[int, str] | None = None
+    notebook: Mapping[str, Any],
+    *,
+    title: str = "",
+    places: Mapping[int, str] | None = None,
+    files: Sequence[str] = (),
 ) -> Script:
     """The Python script of an executed page's notebook (see the module docstring for what goes in).
 
-    ``places`` maps notebook cell indices to where the cell sits on the page, for the cell headers.
+    ``places`` maps notebook cell indices to where the cell sits on the page, for the cell headers; ``files``
+    are the files the code reads (paths relative to the page), which the header names.
     """
     places = places or {}
     cells = notebook.get("cells", [])
@@ -217,7 +239,7 @@ def script_from_notebook(
         '# "executed on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).',
     ]
     memory = memory_note(stamp_facts(notebook))
-    header += memory
+    header += memory + files_note(files)
     if any(RAISES_TAG in _tags(cell) for _, cell in kept):
         header += ["", "import traceback"]
     parts = ["\n".join(header)]
@@ -292,7 +314,8 @@ class AddDownloadLinks(SphinxTransform):
         cells = {cell["cell_index"]: cell for cell in code_cells(self.document) if "cell_index" in cell}
         places = {index: _place(cell) for index, cell in cells.items()}
         title = next((section[0].astext() for section in self.document.findall(nodes.section)), "")
-        script = script_from_notebook(notebook, title=title, places=places)
+        files = self._files_read(notebook, cells)
+        script = script_from_notebook(notebook, title=title, places=places, files=list(files))
         for index, name_used, definer in script.unresolved:
             first_line = next((line for line in _source(notebook.cells[definer]).splitlines() if line.strip()), "")
             logger.warning(
@@ -314,7 +337,39 @@ class AddDownloadLinks(SphinxTransform):
         if script.notes_memory:
             paragraph += nodes.Text(" Both run every tab in turn: the script's first lines say how much memory "
                                     "that takes.")
+        if files:
+            paragraph += nodes.Text(" Both read ")
+            for number, (relative, path) in enumerate(files.items()):
+                paragraph += nodes.Text(", " if number else "")
+                paragraph += _link(path, srcdir, relative)
+            it, where = _them(list(files))
+            paragraph += nodes.Text(f", offered here too: save {it} at {where}, relative to the folder you run "
+                                    "them from.")
         self._insert(paragraph)
+
+    def _files_read(self, notebook: Mapping[str, Any], cells: Mapping[int, nodes.Element]) -> dict[str, Path]:
+        """The files of the source folder the script's cells read (path relative to the page -> file) that the
+        page offers for download; each one it does not offer is a warning at the cell that reads it."""
+        srcdir = Path(self.env.srcdir)
+        folder = Path(self.env.doc2path(self.env.docname)).parent
+        offered = offered_files(self.document, self.env)
+        files: dict[str, Path] = {}
+        for index, cell in enumerate(notebook.get("cells", [])):
+            if not in_script(cell):
+                continue
+            for relative in files_named(_source(cell), folder, srcdir):
+                path = (folder / relative).resolve()
+                if path in offered:
+                    files.setdefault(relative, path)
+                    continue
+                logger.warning(
+                    f"the page's downloads would fail: a shown cell reads {relative}, which the page does not offer; "
+                    f"link it in the page's text ({{download}}`{relative}`) so that readers can save it",
+                    location=cells.get(index, self.env.docname),
+                    type="qwen_docs",
+                    subtype="downloads",
+                )
+        return files
 
     def _insert(self, paragraph: nodes.paragraph) -> None:
         stamp = next(code_cells(self.document, is_stamp_cell), None)
