@@ -352,7 +352,7 @@ def test_a_shown_cell_needing_hidden_code_fails_the_build(built: Built) -> None:
 def test_a_shown_cell_reading_a_file_the_page_does_not_offer_fails_the_build(built: Built) -> None:
     (found,) = [warning for warning in _download_warnings(built) if warning[0] == "unoffered.md"]
     assert found[1] == 10  # the cell's fence
-    assert found[2] == ("the page's downloads would fail: a shown cell reads data/sample.json, which the page does "
+    assert found[2] == ("the page's downloads would fail: a cell they run reads data/sample.json, which the page does "
                         "not offer; link it in the page's text ({download}`data/sample.json`) so that readers can "
                         "save it")
 

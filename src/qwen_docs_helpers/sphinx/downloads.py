@@ -202,7 +202,7 @@ def _them(files: Sequence[str]) -> tuple[str, str]:
 
 
 def files_note(files: Sequence[str]) -> list[str]:
-    """Header lines naming the files the code reads, which the reader must save beside it."""
+    """Header lines naming the files the code reads, which the reader must save where the code looks for them."""
     if not files:
         return []
     it, path = _them(files)
@@ -363,8 +363,8 @@ class AddDownloadLinks(SphinxTransform):
                     files.setdefault(relative, path)
                     continue
                 logger.warning(
-                    f"the page's downloads would fail: a shown cell reads {relative}, which the page does not offer; "
-                    f"link it in the page's text ({{download}}`{relative}`) so that readers can save it",
+                    f"the page's downloads would fail: a cell they run reads {relative}, which the page does not "
+                    f"offer; link it in the page's text ({{download}}`{relative}`) so that readers can save it",
                     location=cells.get(index, self.env.docname),
                     type="qwen_docs",
                     subtype="downloads",
