@@ -12,20 +12,22 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qwen_docs_helpers.standins import offline_env
 
 from .support import Crawl, Watched
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 _TRACEBACK = "Traceback (most recent call last)"
 
 
-def _fetch_as_a_reader(crawl: Crawl, page: object, folder: Path) -> tuple[Path, int]:
+def _fetch_as_a_reader(crawl: Crawl, page: Page, folder: Path) -> tuple[Path, int]:
     """The page's script and the files it reads, downloaded into ``folder`` as its links and header say, and how
     many errors the page's executed notebook shows."""
-    links = page.eval_on_selector_all(  # type: ignore[attr-defined]
-        ".qd-downloads a.download", "links => links.map(a => [a.innerText, a.href])"
-    )
+    links = page.eval_on_selector_all(".qd-downloads a.download", "links => links.map(a => [a.innerText, a.href])")
     (_, notebook_href), (script_name, script_href), *files = links
     notebook = json.loads(crawl.site.read(crawl.site.path_of(notebook_href) or notebook_href))
     errors = sum(output["output_type"] == "error" for cell in notebook["cells"] for output in cell.get("outputs", []))

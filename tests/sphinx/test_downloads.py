@@ -186,8 +186,10 @@ def test_files_named_are_existing_files_under_the_root(tmp_path: Path) -> None:
         "b, again = 'b.txt', \"../data/a.json\"\n"
         f"skipped = [f'b.txt', 'missing.txt', '../data', '../../outside.txt', {absolute}, '', 'b.txt\\n']\n"
     )
-    assert files_named(code, page_dir, root) == ["../data/a.json", "b.txt"]  # in order, once each
-    assert files_named("x = 1", page_dir, root) == []
+    found = files_named(code, page_dir, root)
+    assert list(found) == ["../data/a.json", "b.txt"]  # in order, once each
+    assert found["../data/a.json"] == (root / "data" / "a.json").resolve()
+    assert files_named("x = 1", page_dir, root) == {}
 
 
 def test_header_names_the_files_the_code_reads() -> None:

@@ -37,16 +37,17 @@ def _string_literals(code: str) -> Iterable[str]:
         return
 
 
-def files_named(code: str, folder: Path, root: Path) -> list[str]:
-    """Paths, relative to ``folder``, that string literals in ``code`` give for existing files under ``root``."""
-    found: dict[str, None] = {}
+def files_named(code: str, folder: Path, root: Path) -> dict[str, Path]:
+    """Existing files under ``root`` that string literals in ``code`` name relative to ``folder``: the path as
+    written (``/``-separated) -> the file, resolved; in the order the code names them."""
+    found: dict[str, Path] = {}
     for text in _string_literals(without_magics(code)):
         if not text.strip() or "\n" in text or len(text) > 255 or Path(text).is_absolute():
             continue
         path = (folder / text).resolve()
         if path.is_file() and path.is_relative_to(root.resolve()):
-            found[Path(text).as_posix()] = None
-    return list(found)
+            found.setdefault(Path(text).as_posix(), path)
+    return found
 
 
 def offered_files(document: nodes.document, env: BuildEnvironment) -> set[Path]:

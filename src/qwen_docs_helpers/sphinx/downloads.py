@@ -357,8 +357,7 @@ class AddDownloadLinks(SphinxTransform):
         for index, cell in enumerate(notebook.get("cells", [])):
             if not in_script(cell):
                 continue
-            for relative in files_named(_source(cell), folder, srcdir):
-                path = (folder / relative).resolve()
+            for relative, path in files_named(_source(cell), folder, srcdir).items():
                 if path in offered:
                     files.setdefault(relative, path)
                     continue
