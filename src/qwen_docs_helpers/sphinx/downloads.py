@@ -165,6 +165,12 @@ def _gib(value: int) -> str:
     return f"{value / 2**30:.1f} GiB"
 
 
+def _header_paragraph(text: str) -> list[str]:
+    """``text`` as a paragraph of the script's header: comment lines, after an empty comment line."""
+    wrapped = textwrap.wrap(text, width=_HEADER_WIDTH - 2, break_on_hyphens=False, break_long_words=False)
+    return ["#", *(f"# {line}" for line in wrapped)]
+
+
 def memory_note(facts: Mapping[str, Any] | None) -> list[str]:
     """Header lines saying what memory the script needs with real weights; none if the page loads no model."""
     sizes: Sequence[tuple[str, int]] = (facts or {}).get("weight_bytes_bf16") or []
@@ -193,8 +199,7 @@ def memory_note(facts: Mapping[str, Any] | None) -> list[str]:
             f" The page was built on stand-in weights (tiny random models){which}, so the peak memory its stamp "
             "shows says nothing of what real weights need."
         )
-    wrapped = textwrap.wrap(text, width=_HEADER_WIDTH - 2, break_on_hyphens=False, break_long_words=False)
-    return ["#", *(f"# {line}" for line in wrapped)]
+    return _header_paragraph(text)
 
 
 def _them(files: Sequence[str]) -> tuple[str, str]:
@@ -208,8 +213,7 @@ def files_note(files: Sequence[str]) -> list[str]:
     it, path = _them(files)
     text = (f"Files: the code reads {', '.join(files)}, which the page offers for download: save {it} at {path}, "
             "relative to the folder you run the script from.")
-    wrapped = textwrap.wrap(text, width=_HEADER_WIDTH - 2, break_on_hyphens=False, break_long_words=False)
-    return ["#", *(f"# {line}" for line in wrapped)]
+    return _header_paragraph(text)
 
 
 def _heading_line(text: str) -> str:
