@@ -128,10 +128,13 @@ class PeakMemory:
     ram_bytes: int
     gpu_bytes: int | None  # None where CUDA is not in use
 
+    def parts(self) -> list[str]:
+        """What it held, in words: ``["44.5 GiB of GPU memory", "3.0 GiB of RAM"]`` (no GPU part without CUDA)."""
+        gpu = [f"{self.gpu_bytes / 2**30:.1f} GiB of GPU memory"] if self.gpu_bytes is not None else []
+        return [*gpu, f"{self.ram_bytes / 2**30:.1f} GiB of RAM"]
+
     def as_markdown(self) -> str:
-        parts = [f"**{self.gpu_bytes / 2**30:.1f} GiB of GPU memory**"] if self.gpu_bytes is not None else []
-        parts.append(f"**{self.ram_bytes / 2**30:.1f} GiB of RAM**")
-        return f"Peak memory of the page's run: {' and '.join(parts)}."
+        return f"Peak memory of the page's run: {' and '.join(f'**{part}**' for part in self.parts())}."
 
 
 def _peak_rss() -> int:

@@ -46,7 +46,7 @@ from sphinx.application import Sphinx
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
-from ..runtime import STAMP_FACTS_KEY
+from ..runtime import STAMP_FACTS_KEY, PeakMemory
 from .cell_code import is_shown, names, without_magics
 from .cell_code import source as _source
 from .cell_code import tags as _tags
@@ -161,10 +161,6 @@ def stamp_facts(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _gib(value: int) -> str:
-    return f"{value / 2**30:.1f} GiB"
-
-
 def _header_paragraph(text: str) -> list[str]:
     """``text`` as a paragraph of the script's header: comment lines, after an empty comment line."""
     wrapped = textwrap.wrap(text, width=_HEADER_WIDTH - 2, break_on_hyphens=False, break_long_words=False)
@@ -184,8 +180,7 @@ def memory_note(facts: Mapping[str, Any] | None) -> list[str]:
     not_real = [model_id for model_id, source in facts.get("weights", {}).items() if source != "real"]
     peak = facts.get("peak") or {}
     if not not_real and peak:
-        measured = [f"{_gib(peak['gpu_bytes'])} of GPU memory"] if peak.get("gpu_bytes") is not None else []
-        measured.append(f"{_gib(peak['ram_bytes'])} of RAM")
+        measured = PeakMemory(ram_bytes=peak["ram_bytes"], gpu_bytes=peak.get("gpu_bytes")).parts()
         text += (
             f" When the page was built, its code ran on {facts.get('device', 'its build machine')} with real "
             f"weights and peaked at {' and '.join(measured)}: the script needs about as much."
