@@ -25,16 +25,38 @@ from qwen_docs_helpers.sphinx import dead_kernel
 ROOT = Path(__file__).parent / "roots" / "dead-kernel"
 DIED = "the kernel died while it ran (out of memory? a crash in native code?): run it outside Sphinx"
 NOT_STARTED = f"{dead_kernel.BEFORE_ANY_CELL}: check that kernel 'dies-at-start' starts"
+STARTED_AGAIN = "kernel {!r} died as it started (start 1 of 2); starting it again"
+
+
+#: The kernel of dies-once.md: its first process exits at once (as when a port it was given is taken), and
+#: leaves the marker file named by its first argument, so that every later one starts ipykernel.
+DIES_ONCE = """
+import sys
+from pathlib import Path
+marker, connection_file = sys.argv[1:]
+if not Path(marker).exists():
+    Path(marker).touch()
+    sys.exit(1)
+from ipykernel import kernelapp
+kernelapp.launch_new_instance(["-f", connection_file])
+"""
+
+
+def _kernel(jupyter_path: Path, name: str, argv: list[str]) -> None:
+    spec = jupyter_path / "kernels" / name / "kernel.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
 
 
 @pytest.fixture(scope="module", autouse=True)
-def kernel_that_dies_at_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The kernel of dies-at-start.md: its process exits at once, as when its Python has no ipykernel."""
+def kernels_that_die_at_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The kernels of dies-at-start.md (its process always exits at once, as when its Python has no
+    ipykernel) and of dies-once.md."""
     jupyter_path = tmp_path_factory.mktemp("jupyter")
-    spec = jupyter_path / "kernels" / "dies-at-start" / "kernel.json"
-    spec.parent.mkdir(parents=True)
-    argv = [sys.executable, "-m", "no_such_ipykernel_launcher", "-f", "{connection_file}"]
-    spec.write_text(json.dumps({"argv": argv, "display_name": "Dies at start", "language": "python"}))
+    no_ipykernel = [sys.executable, "-m", "no_such_ipykernel_launcher", "-f", "{connection_file}"]
+    _kernel(jupyter_path, "dies-at-start", no_ipykernel)
+    marker = jupyter_path / "dies-once.started"
+    _kernel(jupyter_path, "dies-once", [sys.executable, "-c", DIES_ONCE, str(marker), "{connection_file}"])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JUPYTER_PATH", str(jupyter_path))  # read by each kernel manager, forked builds included
         yield
@@ -98,8 +120,18 @@ def test_the_page_shows_the_death_and_nothing_after_it(first_build: tuple[Sphinx
     assert outputs[2] == ""  # never ran, and does not pretend to
 
 
+def test_a_kernel_that_dies_at_its_first_start_runs_the_page(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
+    app, status, warnings, cache = first_build
+    assert STARTED_AGAIN.format("dies-once") in status, status
+    assert "dies-once.md" not in warnings
+    assert "ran on the second start" in (app.outdir / "dies-once.html").read_text()
+    assert "dies-once.md" in {Path(record.uri).name for record in get_cache(cache).list_cache_records()}
+
+
 def test_a_kernel_that_dies_as_it_starts_fails_its_page(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
-    app, _, warnings, _ = first_build
+    app, status, warnings, _ = first_build
+    assert STARTED_AGAIN.format("dies-at-start") in status, status  # started twice, then failed
+    assert status.count("kernel 'dies-at-start' died as it started") == 1
     # for the page, not a cell, and not a crash report (first_build would have raised)
     assert re.search(rf"dies-at-start\.md: WARNING: {re.escape(NOT_STARTED)}", warnings), warnings
     assert "dies-at-start.md: WARNING: Executing notebook failed: DeadKernelError" in warnings
@@ -115,13 +147,14 @@ def test_a_kernel_that_dies_as_it_starts_fails_its_page(first_build: tuple[Sphin
 
 def test_a_rebuild_runs_the_page_again(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
     app, _, _, cache = first_build
-    assert [Path(record.uri).name for record in get_cache(cache).list_cache_records()] == ["index.md"]
+    cached = ["dies-once.md", "index.md"]
+    assert sorted(Path(record.uri).name for record in get_cache(cache).list_cache_records()) == cached
     _, status, warnings = build(app.srcdir, cache)  # same environment: an incremental build
     assert "dies.md: Executing notebook" in status and "index.md: Executing notebook" not in status, status
     assert re.search(rf"dies\.md:\d+: WARNING: code cell 2: {re.escape(DIED)}", warnings), warnings
     assert "dies-at-start.md: Executing notebook" in status, status
     assert re.search(rf"dies-at-start\.md: WARNING: {re.escape(NOT_STARTED)}", warnings), warnings
-    assert [Path(record.uri).name for record in get_cache(cache).list_cache_records()] == ["index.md"]
+    assert sorted(Path(record.uri).name for record in get_cache(cache).list_cache_records()) == cached
 
 
 def test_force_mode_in_parallel_fails_the_w_build_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -4,7 +4,7 @@
 - ``exec_cache``: a damaged execution cache is repaired before pages run;
 - ``nested_cells``: code-cells inside tabs and dropdowns are executed and rendered in place;
 - ``stamp``: each executed page says what it ran on;
-- ``dead_kernel``: a kernel that dies while a page runs, or as it starts, fails that page, not the build;
+- ``dead_kernel``: a kernel that dies while a page runs, or twice as it starts, fails that page, not the build;
 - ``stderr``: a cell that writes to stderr fails the build, at the cell's own line;
 - ``streams``: text a cell prints in pieces (``TextStreamer``) renders joined, as a terminal shows it;
 - ``reader_paths``: every way of reading a page (one tab per sync group, dropdowns skipped) has run the code

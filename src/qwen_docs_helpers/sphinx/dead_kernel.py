@@ -12,6 +12,11 @@ as a CellExecutionError subclass, which jupyter-cache and myst-nb then handle as
 warning for the page, the traceback in ``reports/``, nothing cached). The cell that was running gets an
 error output saying that the kernel died, which :mod:`~qwen_docs_helpers.sphinx.cell_errors` reports at the
 cell's line; cells after it keep no outputs. A death before any cell ran is reported for the page as such.
+
+A kernel that dies as it starts is started once more before the page fails: jupyter_client picks free ports,
+closes them and hands them to the kernel, which cannot bind one that another process took in between
+(jupyter/jupyter_client#154, open), so a healthy kernel now and then dies at start on a busy machine. A kernel
+that cannot start (its Python has no ipykernel) dies again and fails the page as before.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from sphinx.application import Sphinx
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
 
 #: The error a dead kernel is reported as (myst-nb's execution data records this class name).
 ENAME = "DeadKernelError"
@@ -34,6 +42,8 @@ EVALUE = "the kernel died while this cell ran (out of memory? a crash in native 
 BEFORE_ANY_CELL = "the kernel died before any cell ran"
 #: jupyter_client's error (a plain RuntimeError) for a kernel process that exited while it started.
 STARTUP_DEATH = "Kernel died before replying to kernel_info"
+#: How many times a kernel is started in all before its death at start fails the page.
+STARTS = 2
 
 
 class DeadKernelError(CellExecutionError, nbclient.exceptions.DeadKernelError):
@@ -76,19 +86,26 @@ def died_at_startup(client: NotebookClient, error: RuntimeError) -> bool:
 def _reporting_death(execute: Any) -> Any:
     @functools.wraps(execute)
     def wrapper(self: NotebookClient, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return execute(self, *args, **kwargs)
-        except nbclient.exceptions.DeadKernelError as death:
-            if isinstance(death, DeadKernelError):
-                raise
-            raise as_cell_failure(self) from death
-        except RuntimeError as error:
-            if not died_at_startup(self, error):
-                raise
-            # nbclient cleaned up after the failed start but left its at-exit clean-up registered, which
-            # would fail at exit (no kernel manager any more) and keep this client alive until then
-            atexit.unregister(self._cleanup_kernel)
-            raise as_cell_failure(self) from error
+        start = 1
+        while True:
+            try:
+                return execute(self, *args, **kwargs)
+            except nbclient.exceptions.DeadKernelError as death:
+                if isinstance(death, DeadKernelError):
+                    raise
+                raise as_cell_failure(self) from death
+            except RuntimeError as error:
+                if not died_at_startup(self, error):
+                    raise
+                # nbclient cleaned up after the failed start (the next execute makes a new kernel manager,
+                # with new ports) but left its at-exit clean-up registered, which would fail at exit and keep
+                # this client alive until then
+                atexit.unregister(self._cleanup_kernel)
+                if start == STARTS:
+                    raise as_cell_failure(self) from error
+                logger.info("kernel %r died as it started (start %d of %d); starting it again",
+                            self.kernel_name, start, STARTS)
+                start += 1
 
     wrapper.reports_dead_kernel = True  # type: ignore[attr-defined]  # marks the patch, so it is applied once
     return wrapper
