@@ -24,7 +24,9 @@ from qwen_docs_helpers.sphinx import dead_kernel
 
 ROOT = Path(__file__).parent / "roots" / "dead-kernel"
 DIED = "the kernel died while it ran (out of memory? a crash in native code?): run it outside Sphinx"
-NOT_STARTED = f"{dead_kernel.BEFORE_ANY_CELL}: check that kernel 'dies-at-start' starts"
+NOT_STARTED = (
+    f"{dead_kernel.BEFORE_ANY_CELL}: check that kernel 'dies-at-start' starts (it died at each of its 2 starts)"
+)
 STARTED_AGAIN = "kernel {!r} died as it started (start 1 of 2); starting it again"
 
 

@@ -42,9 +42,10 @@ _DIED = (
     "(out of memory? a crash in native code?): run {code} outside Sphinx to see how it dies "
     "(`dmesg` shows out-of-memory kills), then make it use less memory or avoid the crash"
 )
-#: What to check when the kernel died before any cell ran ({kernel}: which kernel the page runs).
+#: What to check when the kernel died before any cell ran ({kernel}: which kernel the page runs; {starts}: how often).
 _NOT_STARTED = (
-    "check that {kernel} starts: its own error, if it printed one, is above in the build's output; "
+    "check that {kernel} starts (it died at each of its {starts} starts): its own error, if it printed one, is "
+    "above in the build's output; "
     "`jupyter kernelspec list` shows where its spec is, and the Python that the spec runs must import ipykernel"
 )
 #: nbclient's CellExecutionError text quotes the failing cell's source between dashed lines.
@@ -140,7 +141,8 @@ class ReportFailedCells(SphinxTransform):
         if error_line(traceback).endswith(dead_kernel.BEFORE_ANY_CELL):  # most often: it died as it started
             name = (self.env.metadata.get(self.env.docname, {}).get("kernelspec") or {}).get("name")
             kernel = f"kernel {name!r}" if name else "the page's kernel"
-            self._warn_page(f"{dead_kernel.BEFORE_ANY_CELL}: {_NOT_STARTED.format(kernel=kernel)}", None)
+            advice = _NOT_STARTED.format(kernel=kernel, starts=dead_kernel.STARTS)
+            self._warn_page(f"{dead_kernel.BEFORE_ANY_CELL}: {advice}", None)
             return
         line = self._hidden_cell_line(traceback)
         if line is None:  # the cell is not to be found
