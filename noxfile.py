@@ -62,8 +62,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(venv_params=VENV_PARAMS)
 def browser(session: nox.Session) -> None:
-    """The built site in Chromium: synced tabs, dropdowns, copy buttons, stamp, downloads (each page's script is
-    fetched and run as a reader would), links, search, phones.
+    """The built site in Chromium: synced tabs, dropdowns, copy buttons, stamp, downloads (each page's script and
+    notebook are fetched and run as a reader would), links, search, phones.
 
     Builds the site as ``docs`` does first (incremental: after ``docs`` nothing is rebuilt), then runs
     tests/browser against docs/_build/html, which fail rather than skip when something is missing.
