@@ -28,8 +28,8 @@ from qwen_docs_helpers.sphinx.downloads import (
     DOWNLOADS_CLASS,
     in_script,
     memory_note,
+    recorded_stamp_facts,
     script_from_notebook,
-    stamp_facts,
 )
 
 ROOTS = Path(__file__).parent / "roots"
@@ -169,7 +169,7 @@ def test_no_memory_note_without_models_or_stamp() -> None:
     empty = {"device": "cpu", "accelerator": "cpu", "weights": {}, "weight_bytes_bf16": [], "peak": None}
     assert "Memory:" not in script_from_notebook(_stamped(empty)).text
     assert not script_from_notebook(_stamped(empty)).notes_memory
-    assert memory_note(None) == [] and stamp_facts(new_notebook(cells=[new_code_cell("x = 1")])) is None
+    assert memory_note(None) == [] and recorded_stamp_facts(new_notebook(cells=[new_code_cell("x = 1")])) is None
 
 
 def test_files_named_are_existing_files_under_the_root(tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def _cell_code(cell: Mapping[str, Any]) -> str:
     return source
 
 
-def stamp_facts(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
+def recorded_stamp_facts(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
     """The facts the page's stamp cell recorded of its run (``runtime.stamp_facts``), if it has run."""
     for cell in notebook.get("cells", []):
         if cell.get("cell_type") != "code" or STAMP_TAG not in _tags(cell):
@@ -237,7 +237,7 @@ def script_from_notebook(
         "# and the cells inside dropdowns included. Cells the page hides (its build checks and its",
         '# "executed on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).',
     ]
-    memory = memory_note(stamp_facts(notebook))
+    memory = memory_note(recorded_stamp_facts(notebook))
     header += memory + files_note(files)
     if any(RAISES_TAG in _tags(cell) for _, cell in kept):
         header += ["", "import traceback"]
