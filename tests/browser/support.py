@@ -104,6 +104,12 @@ def serve(root: Path) -> Iterator[Served]:
         thread.join(timeout=10)
 
 
+def download_links(page: Page) -> list[tuple[str, str]]:
+    """The links under a page's stamp, as (text, href): the notebook, the script, then any file the code reads."""
+    links = page.eval_on_selector_all(".qd-downloads a.download", "links => links.map(a => [a.innerText, a.href])")
+    return [(text, href) for text, href in links]
+
+
 # ---------------------------------------------------------------- watching a browser context
 
 

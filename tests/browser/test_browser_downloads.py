@@ -23,7 +23,7 @@ from myst_nb.core.render import strip_ansi
 
 from qwen_docs_helpers.standins import offline_env
 
-from .support import Crawl, watch
+from .support import Crawl, download_links, watch
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -47,7 +47,7 @@ class Fetched:
 
 def _fetch_as_a_reader(crawl: Crawl, page: Page, folder: Path) -> Fetched:
     """The page's notebook, script and the files they read, downloaded into ``folder`` as its links say."""
-    links = page.eval_on_selector_all(".qd-downloads a.download", "links => links.map(a => [a.innerText, a.href])")
+    links = download_links(page)
     for name, href in links:
         served = crawl.site.path_of(href)
         assert served, f"{href} is not on the site"

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urldefrag
 
-from .support import SCREENSHOTS, Crawl, Watched
+from .support import SCREENSHOTS, Crawl, Watched, download_links
 
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"viewport": {"width": 375, "height": 740}, "is_mobile": True, "has_touch": True}
@@ -76,7 +76,8 @@ def test_download_links_give_the_notebook_and_the_script(crawl: Crawl, new_conte
     page = new_context().new_page()
     for facts in crawl.executed_pages:
         page.goto(crawl.site.page(facts.path))
-        hrefs = page.eval_on_selector_all(".qd-downloads a.download", "links => links.map(a => a.href)")
+        links = download_links(page)
+        hrefs = [href for _, href in links]
         by_suffix = {href.rsplit(".", 1)[-1]: crawl.site.path_of(href) for href in hrefs[:2]}
         assert list(by_suffix) == ["ipynb", "py"], f"{facts.path}: download links {hrefs}"
         notebook = json.loads(crawl.site.read(by_suffix["ipynb"]))
@@ -91,14 +92,14 @@ def test_download_links_give_the_notebook_and_the_script(crawl: Crawl, new_conte
             assert re.search(r"^# Memory: .* \d+\.\d GB", header, re.M | re.S), f"{facts.path}: {header}"
             assert "how much memory" in page.locator(".qd-downloads").inner_text(), facts.path
         # any further link is a file the code reads: the script's header names it, and the link serves it
-        names = page.eval_on_selector_all(".qd-downloads a.download", "links => links.map(a => a.innerText)")[2:]
+        files = links[2:]
         files_line = " ".join(line.strip("# ") for line in header.splitlines() if line.startswith("#"))
-        for name, href in zip(names, hrefs[2:], strict=True):
+        for name, href in files:
             assert f"reads {name}" in files_line or f", {name}" in files_line, f"{facts.path}: {name} {header}"
             served = crawl.site.path_of(href)
             assert served and crawl.site.read(served), f"{facts.path}: {href} serves nothing"
         if "Files: the code reads" in header:
-            assert names, f"{facts.path}: the script names files the page's links do not offer"
+            assert files, f"{facts.path}: the script names files the page's links do not offer"
 
 
 def test_search_finds_each_page_by_a_word_of_its_title(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
