@@ -435,8 +435,8 @@ def random_model(config, device):
     return build(config, device)
 generation.random_model = random_model
 sys.exit(generation.main(["--device", "cpu", "--tiny", "--output", {str(output)!r}, "--models", "Qwen2-1.5B-Instruct",
-                          "Qwen2-7B-Instruct", "--variants", "sdpa", "--batches", "1", "--new-tokens", "16",
-                          "--repeats", "1", "--compile-backend", "eager"]))
+                          "Qwen2-7B-Instruct", "--variants", "sdpa", "--batches", "1", "--new-tokens", "64",
+                          "--repeats", "3", "--compile-backend", "eager"]))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 1, done.stderr[-3000:]
