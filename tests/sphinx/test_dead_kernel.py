@@ -24,20 +24,26 @@ from qwen_docs_helpers.sphinx import dead_kernel
 
 ROOT = Path(__file__).parent / "roots" / "dead-kernel"
 DIED = "the kernel died while it ran (out of memory? a crash in native code?): run it outside Sphinx"
+#: What the kernel of dies-at-start.md writes to its stderr as it dies.
+NO_IPYKERNEL = f"{sys.executable}: No module named no_such_ipykernel_launcher"
 NOT_STARTED = (
-    f"{dead_kernel.BEFORE_ANY_CELL}: check that kernel 'dies-at-start' starts (it died at each of its 2 starts)"
+    f"{dead_kernel.BEFORE_ANY_CELL}: check that kernel 'dies-at-start' starts (it died at each of its 2 starts; "
+    f"the last time, it printed {NO_IPYKERNEL!r}, at the end of its output above)"
 )
-STARTED_AGAIN = "kernel {!r} died as it started (start 1 of 2); starting it again"
+STARTED_AGAIN = "kernel {!r} died as it started (start 1 of 2; it printed: {}); starting it again"
+#: What the kernel of dies-once.md writes to its stderr as it dies.
+PORT_TAKEN = "zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:5555')"
 
 
 #: The kernel of dies-once.md: its first process exits at once (as when a port it was given is taken), and
 #: leaves the marker file named by its first argument, so that every later one starts ipykernel.
-DIES_ONCE = """
+DIES_ONCE = f"""
 import sys
 from pathlib import Path
 marker, connection_file = sys.argv[1:]
 if not Path(marker).exists():
     Path(marker).touch()
+    print("Traceback (most recent call last):", "  ...", {PORT_TAKEN!r}, sep="\\n", file=sys.stderr)
     sys.exit(1)
 from ipykernel import kernelapp
 kernelapp.launch_new_instance(["-f", connection_file])
@@ -124,7 +130,7 @@ def test_the_page_shows_the_death_and_nothing_after_it(first_build: tuple[Sphinx
 
 def test_a_kernel_that_dies_at_its_first_start_runs_the_page(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
     app, status, warnings, cache = first_build
-    assert STARTED_AGAIN.format("dies-once") in status, status
+    assert STARTED_AGAIN.format("dies-once", PORT_TAKEN) in status, status
     assert "dies-once.md" not in warnings
     assert "ran on the second start" in (app.outdir / "dies-once.html").read_text()
     assert "dies-once.md" in {Path(record.uri).name for record in get_cache(cache).list_cache_records()}
@@ -132,7 +138,7 @@ def test_a_kernel_that_dies_at_its_first_start_runs_the_page(first_build: tuple[
 
 def test_a_kernel_that_dies_as_it_starts_fails_its_page(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
     app, status, warnings, _ = first_build
-    assert STARTED_AGAIN.format("dies-at-start") in status, status  # started twice, then failed
+    assert STARTED_AGAIN.format("dies-at-start", NO_IPYKERNEL) in status, status  # started twice, then failed
     assert status.count("kernel 'dies-at-start' died as it started") == 1
     # for the page, not a cell, and not a crash report (first_build would have raised)
     assert re.search(rf"dies-at-start\.md: WARNING: {re.escape(NOT_STARTED)}", warnings), warnings
@@ -214,3 +220,19 @@ def test_a_death_before_any_cell_names_none() -> None:
 def test_only_jupyter_clients_startup_death_counts(message: str, executed: int, expected: bool) -> None:
     client = SimpleNamespace(code_cells_executed=executed)
     assert dead_kernel.died_at_startup(client, RuntimeError(message)) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [(f"DeadKernelError: {dead_kernel.BEFORE_ANY_CELL}", ""),
+     (f"DeadKernelError: {dead_kernel.BEFORE_ANY_CELL}{dead_kernel.PRINTED}OSError: x; y", "OSError: x; y"),
+     (f"DeadKernelError: {dead_kernel.EVALUE}", None)],
+)
+def test_the_words_of_a_kernel_that_died_at_start_are_read_back(error: str, words: str | None) -> None:
+    assert dead_kernel.startup_words(error) == words
+
+
+def test_a_death_before_any_cell_quotes_what_the_kernel_printed() -> None:
+    client = SimpleNamespace(nb=_notebook("a = 1"), skip_cells_with_tag="skip-execution", code_cells_executed=0)
+    error = dead_kernel.as_cell_failure(client, "OSError: port taken")
+    assert dead_kernel.startup_words(str(error)) == "OSError: port taken"

@@ -44,10 +44,11 @@ _DIED = (
 )
 #: What to check when the kernel died before any cell ran ({kernel}: which kernel the page runs; {starts}: how often).
 _NOT_STARTED = (
-    "check that {kernel} starts (it died at each of its {starts} starts): its own error, if it printed one, is "
-    "above in the build's output; "
+    "check that {kernel} starts (it died at each of its {starts} starts{printed}); "
     "`jupyter kernelspec list` shows where its spec is, and the Python that the spec runs must import ipykernel"
 )
+#: How _NOT_STARTED quotes the last line the kernel wrote, the whole of which is in the build's output.
+_PRINTED = "; the last time, it printed {words!r}, at the end of its output above"
 #: nbclient's CellExecutionError text quotes the failing cell's source between dashed lines.
 _FAILED_SOURCE = re.compile(r"executing the following cell:\n-+\n(.*?)\n-+\n", re.DOTALL)
 #: The tag with which authors say a cell is meant to raise (myst-nb's own).
@@ -138,10 +139,12 @@ class ReportFailedCells(SphinxTransform):
                 if "traceback" in block.get("classes", []) and error_line(block.astext()) == marker:
                     self._warn(cell, f"code cell {number}: the kernel died while it ran {_DIED.format(code='it')}")
                     return
-        if error_line(traceback).endswith(dead_kernel.BEFORE_ANY_CELL):  # most often: it died as it started
+        words = dead_kernel.startup_words(error_line(traceback))
+        if words is not None:  # most often: it died as it started
             name = (self.env.metadata.get(self.env.docname, {}).get("kernelspec") or {}).get("name")
             kernel = f"kernel {name!r}" if name else "the page's kernel"
-            advice = _NOT_STARTED.format(kernel=kernel, starts=dead_kernel.STARTS)
+            printed = _PRINTED.format(words=words) if words else " and printed nothing"
+            advice = _NOT_STARTED.format(kernel=kernel, starts=dead_kernel.STARTS, printed=printed)
             self._warn_page(f"{dead_kernel.BEFORE_ANY_CELL}: {advice}", None)
             return
         line = self._hidden_cell_line(traceback)

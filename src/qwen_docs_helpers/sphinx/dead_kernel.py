@@ -16,7 +16,8 @@ cell's line; cells after it keep no outputs. A death before any cell ran is repo
 A kernel that dies as it starts is started once more before the page fails: jupyter_client picks free ports,
 closes them and hands them to the kernel, which cannot bind one that another process took in between
 (jupyter/jupyter_client#154, open), so a healthy kernel now and then dies at start on a busy machine. A kernel
-that cannot start (its Python has no ipykernel) dies again and fails the page as before.
+that cannot start (its Python has no ipykernel) dies again and fails the page as before. Both messages quote the
+last line the kernel wrote to its stderr (:mod:`.kernel_stderr`), the reason it gave if it gave one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from nbclient.exceptions import CellExecutionError
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
+from .kernel_stderr import KernelStderr
+
 logger = logging.getLogger(__name__)
 
 #: The error a dead kernel is reported as (myst-nb's execution data records this class name).
@@ -44,6 +47,8 @@ BEFORE_ANY_CELL = "the kernel died before any cell ran"
 STARTUP_DEATH = "Kernel died before replying to kernel_info"
 #: How many times a kernel is started in all before its death at start fails the page.
 STARTS = 2
+#: Joins the page's error to the last line a kernel that died as it started wrote (see :func:`startup_words`).
+PRINTED = "; it printed: "
 
 
 class DeadKernelError(CellExecutionError, nbclient.exceptions.DeadKernelError):
@@ -63,11 +68,13 @@ def running_cell(client: NotebookClient) -> int | None:
     return None
 
 
-def as_cell_failure(client: NotebookClient) -> DeadKernelError:
-    """Mark the notebook of a client whose kernel died, and return the error to raise instead."""
+def as_cell_failure(client: NotebookClient, printed: str = "") -> DeadKernelError:
+    """Mark the notebook of a client whose kernel died, and return the error to raise instead (``printed``: the
+    last line the kernel wrote, quoted when it died before any cell ran)."""
     index = running_cell(client)
     if index is None:
-        return DeadKernelError(f"{ENAME}: {BEFORE_ANY_CELL}", ENAME, BEFORE_ANY_CELL)
+        message = BEFORE_ANY_CELL + (PRINTED + printed if printed else "")
+        return DeadKernelError(f"{ENAME}: {message}", ENAME, message)
     output = nbformat.v4.new_output("error", ename=ENAME, evalue=EVALUE, traceback=[f"{ENAME}: {EVALUE}"])
     cell = client.nb.cells[index]
     cell.outputs.append(output)
@@ -76,6 +83,13 @@ def as_cell_failure(client: NotebookClient) -> DeadKernelError:
             later.outputs = []
             later.execution_count = None
     return cast(DeadKernelError, DeadKernelError.from_cell_and_msg(cell, output))  # typed as returning the base class
+
+
+def startup_words(error: str) -> str | None:
+    """From the error line of a page whose kernel died: None if a cell had run, else what the kernel last printed
+    ("" if nothing)."""
+    _, found, after = error.partition(BEFORE_ANY_CELL)
+    return after.removeprefix(PRINTED) if found else None
 
 
 def died_at_startup(client: NotebookClient, error: RuntimeError) -> bool:
@@ -88,24 +102,26 @@ def _reporting_death(execute: Any) -> Any:
     def wrapper(self: NotebookClient, *args: Any, **kwargs: Any) -> Any:
         start = 1
         while True:
-            try:
-                return execute(self, *args, **kwargs)
-            except nbclient.exceptions.DeadKernelError as death:
-                if isinstance(death, DeadKernelError):
-                    raise
-                raise as_cell_failure(self) from death
-            except RuntimeError as error:
-                if not died_at_startup(self, error):
-                    raise
-                # nbclient cleaned up after the failed start (the next execute makes a new kernel manager,
-                # with new ports) but left its at-exit clean-up registered, which would fail at exit and keep
-                # this client alive until then
-                atexit.unregister(self._cleanup_kernel)
-                if start == STARTS:
-                    raise as_cell_failure(self) from error
-                logger.info("kernel %r died as it started (start %d of %d); starting it again",
-                            self.kernel_name, start, STARTS)
-                start += 1
+            with KernelStderr() as stderr:
+                try:  # a caller's own choice of the kernel's stderr is kept
+                    return execute(self, *args, **{"stderr": stderr.fd, **kwargs})
+                except nbclient.exceptions.DeadKernelError as death:
+                    if isinstance(death, DeadKernelError):
+                        raise
+                    raise as_cell_failure(self) from death
+                except RuntimeError as error:
+                    if not died_at_startup(self, error):
+                        raise
+                    printed = stderr.close()  # the kernel has exited: this is all it wrote
+                    # nbclient cleaned up after the failed start (the next execute makes a new kernel manager,
+                    # with new ports) but left its at-exit clean-up registered, which would fail at exit and keep
+                    # this client alive until then
+                    atexit.unregister(self._cleanup_kernel)
+                    if start == STARTS:
+                        raise as_cell_failure(self, printed) from error
+                    logger.info("kernel %r died as it started (start %d of %d%s); starting it again",
+                                self.kernel_name, start, STARTS, PRINTED + printed if printed else "")
+                    start += 1
 
     wrapper.reports_dead_kernel = True  # type: ignore[attr-defined]  # marks the patch, so it is applied once
     return wrapper
