@@ -16,6 +16,7 @@ from myst_nb.core.render import strip_ansi
 
 #: The longest quote of a kernel's last line, in characters.
 LONGEST_QUOTE = 300
+_KEPT_BYTES = 4096  # of the latest output: enough for the last line of a traceback
 _BUILD_STDERR = 2  # the descriptor a kernel inherits when it is given none
 
 
@@ -32,9 +33,8 @@ class KernelStderr:
     """A pipe whose write end, :attr:`fd`, is a kernel's stderr: what the kernel writes reaches the build's
     stderr, and :meth:`close`, once the kernel has exited, returns the last line it wrote."""
 
-    def __init__(self, keep: int = 4096) -> None:
+    def __init__(self) -> None:
         read, self.fd = os.pipe()
-        self._keep = keep  # bytes of the latest output kept, enough for the last line of a traceback
         self._recent = b""
         self._closed = False
         self._copier = threading.Thread(target=self._copy, args=(read,), name="kernel-stderr", daemon=True)
@@ -44,7 +44,7 @@ class KernelStderr:
         with os.fdopen(read, "rb", buffering=0) as pipe:
             while chunk := pipe.read(65536):
                 _write_all(_BUILD_STDERR, chunk)
-                self._recent = (self._recent + chunk)[-self._keep :]
+                self._recent = (self._recent + chunk)[-_KEPT_BYTES:]
 
     def close(self, wait: float = 2.0) -> str:
         """Close this process's write end and wait up to ``wait`` seconds for the copy to end (it ends when the
