@@ -31,6 +31,11 @@ NOT_STARTED = (
     f"the last time, it printed {NO_IPYKERNEL!r}, at the end of its output above)"
 )
 STARTED_AGAIN = "kernel {!r} died as it started (start 1 of 2; it printed: {}); starting it again"
+#: How code cell 1 of crashes.md is reported: the kernel's faulthandler reported the segfault.
+CRASHED = (
+    "the kernel died while it ran and printed 'Fatal Python error: Segmentation fault': the Python stack of each "
+    "thread follows that line in the build's output above, and shows the call that crashed"
+)
 #: What the kernel of dies-once.md writes to its stderr as it dies.
 PORT_TAKEN = "zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:5555')"
 
@@ -106,6 +111,39 @@ def test_the_cell_that_was_running_is_named(first_build: tuple[SphinxTestApp, st
     # the other pages executed as usual: the healthy one fully, the hidden one up to its death
     assert "healthy page ran" in (app.outdir / "index.html").read_text()
     assert "index.md" not in warnings
+
+
+def test_a_crash_in_native_code_is_quoted_by_faulthandlers_report(
+    first_build: tuple[SphinxTestApp, str, str, Path],
+) -> None:
+    app, _, warnings, _ = first_build
+    matches = re.findall(rf"crashes\.md:(\d+): WARNING: code cell 1: {re.escape(CRASHED)}", warnings)
+    assert len(matches) == 1, warnings
+    crash = "ctypes.string_at(0)  # reads memory at address 0: a segmentation fault"
+    assert int(matches[0]) in cell_span(ROOT / "crashes.md", crash)
+    cell = next(node for node in app.env.get_doctree("crashes").findall(nodes.container)
+                if node.get("nb_element") == "cell_code")
+    said = f"{dead_kernel.EVALUE}{dead_kernel.PRINTED}Fatal Python error: Segmentation fault"
+    assert said in cell.astext()
+
+
+def test_faulthandler_is_on_in_a_healthy_kernel_and_leaves_no_names(
+    first_build: tuple[SphinxTestApp, str, str, Path],
+) -> None:
+    app, _, _, _ = first_build
+    assert "faulthandler on: True ; names left behind: []" in (app.outdir / "index.html").read_text()
+
+
+def test_only_an_ipykernel_spec_is_given_ipykernels_options() -> None:
+    def client(name: str, notebook_names: str | None = None) -> SimpleNamespace:
+        metadata = {"kernelspec": {"name": notebook_names}} if notebook_names else {}
+        return SimpleNamespace(kernel_name=name, nb=SimpleNamespace(metadata=metadata))
+
+    assert dead_kernel.runs_ipykernel(client("python3"))
+    assert not dead_kernel.runs_ipykernel(client("dies-once"))  # python -c ...: its own arguments only
+    assert not dead_kernel.runs_ipykernel(client("no-such-kernel"))
+    assert not dead_kernel.runs_ipykernel(client("", notebook_names="dies-once"))
+    assert dead_kernel.runs_ipykernel(client(""))  # nbclient's default: python3
 
 
 def test_a_hidden_cell_is_named_by_its_line(first_build: tuple[SphinxTestApp, str, str, Path]) -> None:
@@ -200,7 +238,7 @@ def test_the_running_cell_is_the_last_one_sent() -> None:
     error = dead_kernel.as_cell_failure(client)
     assert isinstance(error, CellExecutionError) and isinstance(error, nbclient.exceptions.DeadKernelError)
     assert "c = 3" in str(error) and error.ename == "DeadKernelError"
-    assert notebook.cells[4].outputs[-1]["evalue"] == dead_kernel.EVALUE
+    assert notebook.cells[4].outputs[-1]["evalue"] == dead_kernel.EVALUE + dead_kernel.GUESS  # it said nothing
     assert notebook.cells[1].outputs  # cells that ran keep their outputs
     assert not notebook.cells[5].outputs and notebook.cells[5].execution_count is None  # never ran
 
@@ -230,6 +268,25 @@ def test_only_jupyter_clients_startup_death_counts(message: str, executed: int, 
 )
 def test_the_words_of_a_kernel_that_died_at_start_are_read_back(error: str, words: str | None) -> None:
     assert dead_kernel.startup_words(error) == words
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [(f"DeadKernelError: {dead_kernel.EVALUE}{dead_kernel.GUESS}", ""),
+     (f"DeadKernelError: {dead_kernel.EVALUE}{dead_kernel.PRINTED}Fatal Python error: Aborted",
+      "Fatal Python error: Aborted"),
+     (f"DeadKernelError: {dead_kernel.BEFORE_ANY_CELL}", None), ("ValueError: the kernel died", None)],
+)
+def test_the_crash_report_of_a_kernel_that_died_in_a_cell_is_read_back(error: str, words: str | None) -> None:
+    assert dead_kernel.crash_words(error) == words
+
+
+def test_a_death_in_a_cell_quotes_the_crash_report() -> None:
+    client = SimpleNamespace(nb=_notebook("a = 1"), skip_cells_with_tag="skip-execution", code_cells_executed=1)
+    error = dead_kernel.as_cell_failure(client, "Fatal Python error: Aborted")
+    said = f"{dead_kernel.EVALUE}{dead_kernel.PRINTED}Fatal Python error: Aborted"
+    assert client.nb.cells[1].outputs[-1]["evalue"] == said
+    assert dead_kernel.crash_words(str(error).strip().splitlines()[-1]) == "Fatal Python error: Aborted"
 
 
 def test_a_death_before_any_cell_quotes_what_the_kernel_printed() -> None:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from qwen_docs_helpers.sphinx.kernel_stderr import LONGEST_QUOTE, KernelStderr
+from qwen_docs_helpers.sphinx.kernel_stderr import FATAL, LONGEST_QUOTE, KernelStderr
 
 
 def _child_writes(stderr: KernelStderr, text: str, *, after: str = "", times: int = 1) -> None:
@@ -42,3 +42,23 @@ def test_a_child_that_writes_nothing_leaves_nothing(capfd: pytest.CaptureFixture
         _child_writes(stderr, "")
         assert stderr.close() == ""
     assert capfd.readouterr().err == ""
+
+
+def test_the_first_line_of_a_crash_report_is_found_above_the_stacks(capfd: pytest.CaptureFixture[str]) -> None:
+    code = "import threading, time, ctypes; threading.Thread(target=time.sleep, args=(60,), daemon=True).start(); " \
+        "ctypes.string_at(0)"
+    with KernelStderr() as stderr:
+        crashed = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], stderr=stderr.fd, check=False)
+        last = stderr.close()
+        assert crashed.returncode != 0
+        assert stderr.fatal_error() == f"{FATAL}Segmentation fault"
+    assert last != stderr.fatal_error()  # the report goes on with the stack of each thread
+    assert capfd.readouterr().err.count("File ") >= 2  # the stacks reached the build's stderr
+
+
+def test_output_without_a_crash_report_has_no_fatal_error(capfd: pytest.CaptureFixture[str]) -> None:
+    with KernelStderr() as stderr:
+        _child_writes(stderr, "Traceback (most recent call last):\nOSError: port taken\n")
+        stderr.close()
+        assert stderr.fatal_error() == ""
+    capfd.readouterr()

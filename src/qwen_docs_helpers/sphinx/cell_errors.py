@@ -37,10 +37,15 @@ _FAILURES = {
     "CellTimeoutError": "timed out (ran past nb_execution_timeout, {timeout} s): make it faster, "
     "or raise the limit (QWEN_DOCS_CELL_TIMEOUT for this site)",
 }
-#: What a dead kernel means, and what to do about it ({code}: what to run).
+#: What a dead kernel that said nothing means, and what to do about it ({code}: what to run).
 _DIED = (
     "(out of memory? a crash in native code?): run {code} outside Sphinx to see how it dies "
     "(`dmesg` shows out-of-memory kills), then make it use less memory or avoid the crash"
+)
+#: What to do about a kernel that crashed and said so ({words}: the first line of its report).
+_CRASHED = (
+    "and printed {words!r}: the Python stack of each thread follows that line in the build's output above, "
+    "and shows the call that crashed"
 )
 #: What to check when the kernel died before any cell ran ({kernel}: which kernel the page runs; {starts}: how often).
 _NOT_STARTED = (
@@ -53,6 +58,11 @@ _PRINTED = "; the last time, it printed {words!r}, at the end of its output abov
 _FAILED_SOURCE = re.compile(r"executing the following cell:\n-+\n(.*?)\n-+\n", re.DOTALL)
 #: The tag with which authors say a cell is meant to raise (myst-nb's own).
 EXPECTED_ERROR_TAG = "raises-exception"
+
+
+def _died(words: str, code: str) -> str:
+    """What a dead kernel means: what it printed as it crashed (``words``), or guesses if it printed nothing."""
+    return _CRASHED.format(words=words) if words else _DIED.format(code=code)
 
 
 def _is_authors_cell(cell: nodes.container) -> bool:
@@ -133,11 +143,11 @@ class ReportFailedCells(SphinxTransform):
 
     def _report_death(self, cells: list[nodes.container], traceback: str) -> None:
         """The running cell carries dead_kernel's error output; a hidden one is found in the page source."""
-        marker = f"{dead_kernel.ENAME}: {dead_kernel.EVALUE}"
         for number, cell in enumerate(cells, start=1):
             for block in cell.findall(nodes.literal_block):
-                if "traceback" in block.get("classes", []) and error_line(block.astext()) == marker:
-                    self._warn(cell, f"code cell {number}: the kernel died while it ran {_DIED.format(code='it')}")
+                words = dead_kernel.crash_words(error_line(block.astext()))
+                if "traceback" in block.get("classes", []) and words is not None:
+                    self._warn(cell, f"code cell {number}: the kernel died while it ran {_died(words, 'it')}")
                     return
         words = dead_kernel.startup_words(error_line(traceback))
         if words is not None:  # most often: it died as it started
@@ -148,10 +158,11 @@ class ReportFailedCells(SphinxTransform):
             self._warn_page(f"{dead_kernel.BEFORE_ANY_CELL}: {advice}", None)
             return
         line = self._hidden_cell_line(traceback)
+        crashed = dead_kernel.crash_words(error_line(traceback)) or ""
         if line is None:  # the cell is not to be found
-            self._warn_page("the kernel died " + _DIED.format(code="the page's code"), None)
+            self._warn_page("the kernel died " + _died(crashed, "the page's code"), None)
         else:
-            self._warn_page(f"hidden cell: the kernel died while it ran {_DIED.format(code='it')}", line)
+            self._warn_page(f"hidden cell: the kernel died while it ran {_died(crashed, 'it')}", line)
 
     def _report_hidden_cell(self, traceback: str) -> None:
         """A failing ``remove-cell`` cell (a hidden check) is not in the doctree: find it in the page source."""

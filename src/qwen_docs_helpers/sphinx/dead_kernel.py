@@ -18,16 +18,24 @@ closes them and hands them to the kernel, which cannot bind one that another pro
 (jupyter/jupyter_client#154, open), so a healthy kernel now and then dies at start on a busy machine. A kernel
 that cannot start (its Python has no ipykernel) dies again and fails the page as before. Both messages quote the
 last line the kernel wrote to its stderr (:mod:`.kernel_stderr`), the reason it gave if it gave one.
+
+An IPython kernel is started with faulthandler on, so that a crash in native code while a cell runs (a segfault
+in a CUDA extension, an abort) prints the Python stack of each thread to the build's stderr, and the cell's
+error quotes its first line. ipykernel points the kernel's fd 2 at a pipe of its own while cells run, to show
+what C code writes there as cell output; that pipe dies with the kernel, so faulthandler writes to the copy of
+the original stderr that ipykernel keeps. A kernel killed outright (out of memory) prints nothing.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+from itertools import pairwise
 from typing import Any, cast
 
 import nbclient.exceptions
 import nbformat
+from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from sphinx.application import Sphinx
@@ -39,16 +47,25 @@ logger = logging.getLogger(__name__)
 
 #: The error a dead kernel is reported as (myst-nb's execution data records this class name).
 ENAME = "DeadKernelError"
-#: What the running cell's error output says.
-EVALUE = "the kernel died while this cell ran (out of memory? a crash in native code?)"
+#: What the running cell's error output says, followed by :data:`PRINTED` and the kernel's report of its crash, if
+#: it made one, else by :data:`GUESS`.
+EVALUE = "the kernel died while this cell ran"
+#: What may have killed a kernel that said nothing.
+GUESS = " (out of memory? a crash in native code?)"
 #: What the page's error says when no cell had been sent to the kernel (most often: it died as it started).
 BEFORE_ANY_CELL = "the kernel died before any cell ran"
 #: jupyter_client's error (a plain RuntimeError) for a kernel process that exited while it started.
 STARTUP_DEATH = "Kernel died before replying to kernel_info"
 #: How many times a kernel is started in all before its death at start fails the page.
 STARTS = 2
-#: Joins the page's error to the last line a kernel that died as it started wrote (see :func:`startup_words`).
+#: Joins an error to what the kernel wrote as it died (see :func:`startup_words` and :func:`crash_words`).
 PRINTED = "; it printed: "
+#: The kernel argument that turns faulthandler on, writing to the stderr the kernel was started with. ``getattr``:
+#: a kernel configured not to capture fd 2 has no copy, and its fd 2 is that stderr.
+FAULTHANDLER = (
+    "--IPKernelApp.exec_lines=['import faulthandler as _f, sys as _s; "
+    "_f.enable(getattr(_s.stderr, \"_original_stdstream_copy\", _s.__stderr__)); del _f, _s']"
+)
 
 
 class DeadKernelError(CellExecutionError, nbclient.exceptions.DeadKernelError):
@@ -69,13 +86,15 @@ def running_cell(client: NotebookClient) -> int | None:
 
 
 def as_cell_failure(client: NotebookClient, printed: str = "") -> DeadKernelError:
-    """Mark the notebook of a client whose kernel died, and return the error to raise instead (``printed``: the
-    last line the kernel wrote, quoted when it died before any cell ran)."""
+    """Mark the notebook of a client whose kernel died, and return the error to raise instead (``printed``: what
+    the kernel said as it died, quoted: its last line if it died before any cell ran, else its crash report)."""
     index = running_cell(client)
+    said = PRINTED + printed if printed else ""
     if index is None:
-        message = BEFORE_ANY_CELL + (PRINTED + printed if printed else "")
+        message = BEFORE_ANY_CELL + said
         return DeadKernelError(f"{ENAME}: {message}", ENAME, message)
-    output = nbformat.v4.new_output("error", ename=ENAME, evalue=EVALUE, traceback=[f"{ENAME}: {EVALUE}"])
+    evalue = EVALUE + (said or GUESS)
+    output = nbformat.v4.new_output("error", ename=ENAME, evalue=evalue, traceback=[f"{ENAME}: {evalue}"])
     cell = client.nb.cells[index]
     cell.outputs.append(output)
     for later in client.nb.cells[index + 1 :]:  # nothing after the death ran: no stored outputs claim it did
@@ -85,11 +104,34 @@ def as_cell_failure(client: NotebookClient, printed: str = "") -> DeadKernelErro
     return cast(DeadKernelError, DeadKernelError.from_cell_and_msg(cell, output))  # typed as returning the base class
 
 
+def _words_after(error: str, lead: str) -> str | None:
+    _, found, after = error.partition(lead)
+    if not found:
+        return None
+    return after.removeprefix(PRINTED) if after.startswith(PRINTED) else ""
+
+
 def startup_words(error: str) -> str | None:
     """From the error line of a page whose kernel died: None if a cell had run, else what the kernel last printed
     ("" if nothing)."""
-    _, found, after = error.partition(BEFORE_ANY_CELL)
-    return after.removeprefix(PRINTED) if found else None
+    return _words_after(error, BEFORE_ANY_CELL)
+
+
+def crash_words(error: str) -> str | None:
+    """From an error line: None if it is not that of a cell during which the kernel died, else the first line of
+    the kernel's crash report ("" if it made none)."""
+    return _words_after(error, EVALUE)
+
+
+def runs_ipykernel(client: NotebookClient) -> bool:
+    """Whether the client's kernel spec (chosen as nbclient chooses it) runs ``python -m ipykernel_launcher``, and so
+    takes IPKernelApp's options."""
+    name = client.kernel_name or client.nb.metadata.get("kernelspec", {}).get("name") or NATIVE_KERNEL_NAME
+    try:
+        argv = KernelSpecManager().get_kernel_spec(name).argv
+    except NoSuchKernel:
+        return False
+    return any(flag == "-m" and module in ("ipykernel_launcher", "ipykernel") for flag, module in pairwise(argv))
 
 
 def died_at_startup(client: NotebookClient, error: RuntimeError) -> bool:
@@ -100,6 +142,8 @@ def died_at_startup(client: NotebookClient, error: RuntimeError) -> bool:
 def _reporting_death(execute: Any) -> Any:
     @functools.wraps(execute)
     def wrapper(self: NotebookClient, *args: Any, **kwargs: Any) -> Any:
+        if FAULTHANDLER not in self.extra_arguments and runs_ipykernel(self):
+            self.extra_arguments = [*self.extra_arguments, FAULTHANDLER]
         start = 1
         while True:
             with KernelStderr() as stderr:
@@ -108,7 +152,8 @@ def _reporting_death(execute: Any) -> Any:
                 except nbclient.exceptions.DeadKernelError as death:
                     if isinstance(death, DeadKernelError):
                         raise
-                    raise as_cell_failure(self) from death
+                    stderr.close()  # the kernel has exited: its crash report, if any, is all in
+                    raise as_cell_failure(self, stderr.fatal_error()) from death
                 except RuntimeError as error:
                     if not died_at_startup(self, error):
                         raise

@@ -1,9 +1,10 @@
-"""A kernel's standard error, passed on to the build's as it comes, with its last line kept.
+"""A kernel's standard error, passed on to the build's as it comes, with its end kept.
 
-jupyter_client gives a kernel the build's own stderr, so a kernel that dies as it starts says why only there:
-in a parallel build, among other pages' output, and often outside the tail of a CI log that a reader sees.
-:mod:`.dead_kernel` gives the kernel a pipe instead, copied to the build's stderr by a thread, and quotes its last
-line in its messages. No library tees a child process's stderr: this is ``os.pipe`` and a thread.
+jupyter_client gives a kernel the build's own stderr, so a kernel that dies says why only there: in a parallel
+build, among other pages' output, and often outside the tail of a CI log that a reader sees. :mod:`.dead_kernel`
+gives the kernel a pipe instead, copied to the build's stderr by a thread, and quotes from its end in its messages:
+the last line of a kernel that died as it started, the "Fatal Python error" of one that crashed while a cell ran.
+No library tees a child process's stderr: this is ``os.pipe`` and a thread.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from types import TracebackType
 
 from myst_nb.core.render import strip_ansi
 
-#: The longest quote of a kernel's last line, in characters.
+#: The longest quote of a kernel's line, in characters.
 LONGEST_QUOTE = 300
-_KEPT_BYTES = 4096  # of the latest output: enough for the last line of a traceback
+#: How Python's faulthandler starts its report of a crash (followed by the Python stack of each thread).
+FATAL = "Fatal Python error: "
+_KEPT_BYTES = 65536  # of the latest output: a faulthandler report of a few dozen threads, and its first line
 _BUILD_STDERR = 2  # the descriptor a kernel inherits when it is given none
 
 
@@ -29,9 +32,14 @@ def _write_all(fd: int, data: bytes) -> None:
         pass
 
 
+def _quote(line: str) -> str:
+    return line if len(line) <= LONGEST_QUOTE else line[: LONGEST_QUOTE - 1] + "…"
+
+
 class KernelStderr:
     """A pipe whose write end, :attr:`fd`, is a kernel's stderr: what the kernel writes reaches the build's
-    stderr, and :meth:`close`, once the kernel has exited, returns the last line it wrote."""
+    stderr, and :meth:`close`, once the kernel has exited, returns the last line it wrote (and
+    :meth:`fatal_error` its report of a crash)."""
 
     def __init__(self) -> None:
         read, self.fd = os.pipe()
@@ -54,10 +62,18 @@ class KernelStderr:
             self._closed = True
             os.close(self.fd)
         self._copier.join(wait)
+        lines = self._lines()
+        return _quote(lines[-1]) if lines else ""
+
+    def fatal_error(self) -> str:
+        """The last ``Fatal Python error: ...`` line written (a crash that faulthandler reported), cut as in
+        :meth:`close` ("" if none); call it after :meth:`close`."""
+        return next((_quote(line) for line in reversed(self._lines()) if line.startswith(FATAL)), "")
+
+    def _lines(self) -> list[str]:
+        """The non-empty lines of what was kept, stripped and without colours."""
         text = strip_ansi(self._recent.decode("utf8", errors="replace"))
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        last = lines[-1] if lines else ""
-        return last if len(last) <= LONGEST_QUOTE else last[: LONGEST_QUOTE - 1] + "…"
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     def __enter__(self) -> KernelStderr:
         return self
