@@ -33,8 +33,8 @@ NOT_STARTED = (
 STARTED_AGAIN = "kernel {!r} died as it started (start 1 of 2; it printed: {}); starting it again"
 #: How code cell 1 of crashes.md is reported: the kernel's faulthandler reported the segfault.
 CRASHED = (
-    "the kernel died while it ran and printed 'Fatal Python error: Segmentation fault': the Python stack of each "
-    "thread follows that line in the build's output above, and shows the call that crashed"
+    "the kernel died while it ran and printed 'Fatal Python error: Segmentation fault': the Python stack of the "
+    "call that crashed follows that line in the build's output above"
 )
 #: What the kernel of dies-once.md writes to its stderr as it dies.
 PORT_TAKEN = "zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:5555')"
@@ -125,6 +125,19 @@ def test_a_crash_in_native_code_is_quoted_by_faulthandlers_report(
                 if node.get("nb_element") == "cell_code")
     said = f"{dead_kernel.EVALUE}{dead_kernel.PRINTED}Fatal Python error: Segmentation fault"
     assert said in cell.astext()
+
+
+def test_the_stack_of_the_crash_reaches_the_builds_output(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    srcdir = tmp_path / "src"
+    srcdir.mkdir()
+    for name in ("conf.py", "index.md", "crashes.md"):
+        shutil.copy(ROOT / name, srcdir)
+    build(srcdir, tmp_path / "cache")
+    output = capfd.readouterr().err
+    report = output[output.index("Fatal Python error: Segmentation fault") :]
+    assert re.search(r'File "[^"]*ipykernel[^"]*", line 3 in <module>', report), report  # the cell's own line
+    assert "in string_at" in report
+    assert "Thread 0x" not in report  # only the thread that crashed, not ipykernel's
 
 
 def test_faulthandler_is_on_in_a_healthy_kernel_and_leaves_no_names(

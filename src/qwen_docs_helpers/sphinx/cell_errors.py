@@ -44,8 +44,7 @@ _DIED = (
 )
 #: What to do about a kernel that crashed and said so ({words}: the first line of its report).
 _CRASHED = (
-    "and printed {words!r}: the Python stack of each thread follows that line in the build's output above, "
-    "and shows the call that crashed"
+    "and printed {words!r}: the Python stack of the call that crashed follows that line in the build's output above"
 )
 #: What to check when the kernel died before any cell ran ({kernel}: which kernel the page runs; {starts}: how often).
 _NOT_STARTED = (

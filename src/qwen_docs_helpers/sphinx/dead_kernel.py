@@ -20,7 +20,7 @@ that cannot start (its Python has no ipykernel) dies again and fails the page as
 last line the kernel wrote to its stderr (:mod:`.kernel_stderr`), the reason it gave if it gave one.
 
 An IPython kernel is started with faulthandler on, so that a crash in native code while a cell runs (a segfault
-in a CUDA extension, an abort) prints the Python stack of each thread to the build's stderr, and the cell's
+in a CUDA extension, an abort) prints the Python stack of the thread that crashed to the build's stderr, and the cell's
 error quotes its first line. ipykernel points the kernel's fd 2 at a pipe of its own while cells run, to show
 what C code writes there as cell output; that pipe dies with the kernel, so faulthandler writes to the copy of
 the original stderr that ipykernel keeps. A kernel killed outright (out of memory) prints nothing.
@@ -60,11 +60,12 @@ STARTUP_DEATH = "Kernel died before replying to kernel_info"
 STARTS = 2
 #: Joins an error to what the kernel wrote as it died (see :func:`startup_words` and :func:`crash_words`).
 PRINTED = "; it printed: "
-#: The kernel argument that turns faulthandler on, writing to the stderr the kernel was started with. ``getattr``:
-#: a kernel configured not to capture fd 2 has no copy, and its fd 2 is that stderr.
+#: The kernel argument that turns faulthandler on, writing to the stderr the kernel was started with the stack of
+#: the thread that crashed (ipykernel's own threads would only bury it). ``getattr``: a kernel configured not to
+#: capture fd 2 has no copy, and its fd 2 is that stderr.
 FAULTHANDLER = (
     "--IPKernelApp.exec_lines=['import faulthandler as _f, sys as _s; "
-    "_f.enable(getattr(_s.stderr, \"_original_stdstream_copy\", _s.__stderr__)); del _f, _s']"
+    "_f.enable(getattr(_s.stderr, \"_original_stdstream_copy\", _s.__stderr__), all_threads=False); del _f, _s']"
 )
 
 

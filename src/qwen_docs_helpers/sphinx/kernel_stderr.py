@@ -17,7 +17,7 @@ from myst_nb.core.render import strip_ansi
 
 #: The longest quote of a kernel's line, in characters.
 LONGEST_QUOTE = 300
-#: How Python's faulthandler starts its report of a crash (followed by the Python stack of each thread).
+#: How Python's faulthandler starts its report of a crash (followed by Python stacks).
 FATAL = "Fatal Python error: "
 _KEPT_BYTES = 65536  # of the latest output: a faulthandler report of a few dozen threads, and its first line
 _BUILD_STDERR = 2  # the descriptor a kernel inherits when it is given none
