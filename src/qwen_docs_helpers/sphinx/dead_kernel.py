@@ -23,7 +23,8 @@ An IPython kernel is started with faulthandler on, so that a crash in native cod
 in a CUDA extension, an abort) prints the Python stack of the thread that crashed to the build's stderr, and the cell's
 error quotes its first line. ipykernel points the kernel's fd 2 at a pipe of its own while cells run, to show
 what C code writes there as cell output; that pipe dies with the kernel, so faulthandler writes to the copy of
-the original stderr that ipykernel keeps. A kernel killed outright (out of memory) prints nothing.
+the original stderr that ipykernel keeps. A kernel killed outright (out of memory) prints nothing. The option
+replaces any ``exec_lines`` of an IPython profile, so pages cannot depend on a maintainer's profile either.
 """
 
 from __future__ import annotations
