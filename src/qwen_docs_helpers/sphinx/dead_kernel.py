@@ -20,8 +20,8 @@ that cannot start (its Python has no ipykernel) dies again and fails the page as
 last line the kernel wrote to its stderr (:mod:`.kernel_stderr`), the reason it gave if it gave one.
 
 An IPython kernel is started with faulthandler on, so that a crash in native code while a cell runs (a segfault
-in a CUDA extension, an abort) prints the Python stack of the thread that crashed to the build's stderr, and the cell's
-error quotes its first line. ipykernel points the kernel's fd 2 at a pipe of its own while cells run, to show
+in a CUDA extension, an abort) prints the Python stack of the thread that crashed to the build's stderr, and the
+cell's error quotes its first line. ipykernel points the kernel's fd 2 at a pipe of its own while cells run, to show
 what C code writes there as cell output; that pipe dies with the kernel, so faulthandler writes to the copy of
 the original stderr that ipykernel keeps. A kernel killed outright (out of memory) prints nothing. The option
 replaces any ``exec_lines`` of an IPython profile, so pages cannot depend on a maintainer's profile either.

@@ -19,7 +19,7 @@ from myst_nb.core.render import strip_ansi
 LONGEST_QUOTE = 300
 #: How Python's faulthandler starts its report of a crash (followed by Python stacks).
 FATAL = "Fatal Python error: "
-_KEPT_BYTES = 65536  # of the latest output: a faulthandler report of a few dozen threads, and its first line
+_KEPT_BYTES = 65536  # of the latest output: a faulthandler report (one stack, at most 100 frames) with its first line
 _BUILD_STDERR = 2  # the descriptor a kernel inherits when it is given none
 
 
