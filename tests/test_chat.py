@@ -232,6 +232,10 @@ def test_arguments_the_helpers_would_get_wrong_are_refused(no_generate: tuple) -
     with pytest.raises(InvalidArgumentError, match=r"^max_length") as caught:
         reply(model, tokenizer, CONVERSATIONS[0], max_length=5)
     assert "max_new_tokens" in caught.value.fix
+    with pytest.raises(InvalidArgumentError, match=r"^temperature=0 with sampling on"):
+        reply(model, tokenizer, CONVERSATIONS[0], temperature=0)  # the model's generation config samples
+    with pytest.raises(InvalidArgumentError, match=r"did you mean max_new_tokens\?$"):
+        generate_replies(model, tokenizer, CONVERSATIONS[:2], max_new_token=5)
 
 
 def test_a_model_without_the_token_head_is_refused_in_one_line(standin_hub: dict[str, Path]) -> None:
@@ -303,6 +307,8 @@ def test_a_peft_model_replies_with_its_adapter(dense_fp32: tuple) -> None:
     adapted = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
     try:  # a fresh LoRA adapter adds zero, so the reply is the base model's
         assert reply(adapted, tokenizer, CONVERSATIONS[0], max_new_tokens=4, do_sample=False) == plain
+        with pytest.raises(InvalidArgumentError, match=r"did you mean max_new_tokens\?$"):  # the base model's names
+            reply(adapted, tokenizer, CONVERSATIONS[0], max_new_token=4)
     finally:
         adapted.unload()  # the fixture's model is shared: take the adapter layers out again
 

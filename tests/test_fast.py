@@ -237,6 +237,10 @@ def test_compile_choices_and_refusals(dense_fp32: tuple, monkeypatch: pytest.Mon
         prepare_fast(model, tokenizer).generate(torch.tensor([[1, 2]]), max_length=8)
     with pytest.raises(InvalidArgumentError):
         prepare_fast(model).reply(SHORT)  # no tokenizer
+    with pytest.raises(InvalidArgumentError, match=r"did you mean max_new_tokens\?$"):
+        prepare_fast(model, tokenizer).reply(SHORT, max_new_token=3)
+    with pytest.raises(InvalidArgumentError, match=r"^temperature=0"):
+        prepare_fast(model, tokenizer).generate_replies([SHORT], temperature=0)
 
 
 def test_min_length_counts_the_prompt_without_its_padding(dense_fp32: tuple, clean: None) -> None:

@@ -131,6 +131,10 @@ def test_arguments_are_checked_before_a_thread_starts(dense_fp32: tuple, baselin
         stream_reply(model, tokenizer, MESSAGES, max_length=5)
     with pytest.raises(InvalidArgumentError, match=r"^num_return_sequences"):
         stream_reply(model, tokenizer, MESSAGES, do_sample=True, num_return_sequences=2)
+    with pytest.raises(InvalidArgumentError, match=r"^temperature=0"):
+        stream_reply(model, tokenizer, MESSAGES, temperature=0)
+    with pytest.raises(InvalidArgumentError, match=r"did you mean top_k\?$"):
+        stream_reply(model, tokenizer, MESSAGES, topk=5)
     assert threading.active_count() == baseline
 
 

@@ -213,3 +213,62 @@ def test_reply_arguments_the_helpers_would_get_wrong_are_refused(kwargs: dict[st
 
 def test_other_reply_arguments_pass() -> None:
     validate_reply_kwargs({"do_sample": False, "num_return_sequences": 1, "generation_config": GenerationConfig()})
+
+
+# --- sampling settings and misspelt generate arguments ----------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [{"do_sample": True, "temperature": 0},
+                                    {"do_sample": True, "temperature": -0.5},
+                                    {"do_sample": True, "temperature": float("nan")},
+                                    {"generation_config": GenerationConfig(do_sample=True), "temperature": 0.0}])
+def test_a_temperature_of_zero_with_sampling_on_says_how_to_decode_greedily(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"^temperature=") as caught:
+        validate_reply_kwargs(kwargs)
+    assert_one_line(caught.value)
+    assert "do_sample=False" in caught.value.fix
+
+
+def test_sampling_on_in_the_models_generation_config_counts(dense_fp32: tuple) -> None:
+    """Qwen's instruction models sample by default, so temperature=0 alone fails in generate."""
+    model, _ = dense_fp32
+    assert model.generation_config.do_sample, "the stand-in lost Qwen's sampling defaults: vacuous"
+    with pytest.raises(InvalidArgumentError, match=r"do_sample=True in the model's generation config"):
+        validate_reply_kwargs({"temperature": 0}, model)
+    validate_reply_kwargs({"temperature": 0, "do_sample": False}, model)  # greedy: the temperature is unused
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": 0}, {"do_sample": False, "temperature": 0},
+                                    {"do_sample": True, "temperature": 0.7, "top_p": 0.0},
+                                    {"do_sample": True, "top_p": 1}, {"do_sample": False, "top_p": 2.0},
+                                    {"generation_config": GenerationConfig(do_sample=False), "temperature": 0}])
+def test_sampling_settings_pass_where_they_are_valid_or_unused(kwargs: dict[str, Any]) -> None:
+    validate_reply_kwargs(kwargs)
+
+
+@pytest.mark.parametrize("top_p", [1.5, 2, -0.1])
+def test_a_top_p_outside_zero_to_one_is_refused(top_p: float) -> None:
+    with pytest.raises(InvalidArgumentError, match=rf"^top_p={top_p}") as caught:
+        validate_reply_kwargs({"do_sample": True, "top_p": top_p})
+    assert_one_line(caught.value)
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("max_new_token", "max_new_tokens"), ("temprature", "temperature"),
+                                              ("repetition_penality", "repetition_penalty"),
+                                              ("do_samples", "do_sample"), ("stop_string", "stop_strings")])
+def test_a_misspelt_generate_argument_is_named_with_the_setting_meant(dense_fp32: tuple, typed: str,
+                                                                       meant: str) -> None:
+    model, _ = dense_fp32
+    with pytest.raises(InvalidArgumentError, match=rf"^{typed} is not an argument") as caught:
+        validate_reply_kwargs({typed: 1}, model)
+    assert_one_line(caught.value)
+    assert caught.value.fix == f"did you mean {meant}?"
+
+
+def test_arguments_generate_or_the_model_take_are_not_misspellings(dense_fp32: tuple, moe_fp32: tuple) -> None:
+    taken = {"stop_strings": ["."], "tokenizer": None, "assistant_tokenizer": None, "use_cache": True,
+             "attention_mask": None, "output_attentions": False, "streamer": None, "logits_processor": None,
+             "return_dict_in_generate": True, "output_scores": True, "cache_implementation": "static"}
+    validate_reply_kwargs(taken, dense_fp32[0])
+    validate_reply_kwargs({"output_router_logits": False}, moe_fp32[0])  # a Qwen2-MoE forward argument
+    validate_reply_kwargs({"banana": 1}, dense_fp32[0])  # close to nothing: generate lists it itself
+    validate_reply_kwargs({"max_new_token": 1})  # without the model there is nothing to check names against

@@ -62,7 +62,7 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conv
 def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation],
               max_new_tokens: int, generate_kwargs: dict[str, Any]) -> list[str]:
     generate = generate_method(model)
-    validate_reply_kwargs(generate_kwargs)
+    validate_reply_kwargs(generate_kwargs, model)
     inputs = encode_chat(tokenizer, conversations).to(model.device)
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
         generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
@@ -87,8 +87,9 @@ def generate_replies(
     ``generate_kwargs`` go to ``model.generate`` (e.g. ``do_sample=False``, ``stop_strings=[...]``: the
     tokenizer is passed along); the model's generation config supplies the rest. Returns one decoded reply
     per conversation, special tokens removed. Raises :class:`~qwen_docs_helpers.errors.InvalidMessagesError`
-    for malformed conversations, and :class:`~qwen_docs_helpers.errors.InvalidArgumentError` for
-    ``max_length`` (pass ``max_new_tokens``) or ``num_return_sequences`` > 1 (call ``model.generate``).
+    for malformed conversations, and :class:`~qwen_docs_helpers.errors.InvalidArgumentError` for the arguments
+    :func:`~qwen_docs_helpers.validation.validate_reply_kwargs` refuses: ``max_length`` (pass ``max_new_tokens``),
+    ``num_return_sequences`` > 1, ``temperature=0`` while sampling (pass ``do_sample=False``), a misspelt name.
     """
     validate_batch(conversations)
     return _generate(model, tokenizer, conversations, validate_max_new_tokens(max_new_tokens), generate_kwargs)

@@ -315,7 +315,7 @@ class FastGenerator:
     ) -> list[str]:
         """:func:`qwen_docs_helpers.chat.generate_replies` on the fast path."""
         validate_batch(conversations)
-        validate_reply_kwargs(generate_kwargs)
+        validate_reply_kwargs(generate_kwargs, self.model)
         tokenizer = self._tokenizer()
         inputs = encode_chat(tokenizer, conversations).to(self.model.device)
         output = self.generate(inputs["input_ids"], inputs["attention_mask"],

@@ -161,9 +161,9 @@ def stream_reply(
 
     ``timeout`` bounds the wait for each next piece of text (the first one includes the prompt's prefill);
     ``None`` waits forever. ``generate_kwargs`` go to ``model.generate`` with the tokenizer (so ``stop_strings``
-    work); ``stopping_criteria`` are kept and extended; ``max_length`` and ``num_return_sequences`` > 1 are
-    refused as in :func:`~qwen_docs_helpers.chat.reply`, and so is beam search (``num_beams`` > 1, as an argument
-    or in the generation config), which transformers' streamers do not support. Use it as
+    work); ``stopping_criteria`` are kept and extended; arguments are checked as in
+    :func:`~qwen_docs_helpers.chat.generate_replies`, and beam search is refused too (``num_beams`` > 1, as an
+    argument or in the generation config), which transformers' streamers do not support. Use it as
     ``with stream_reply(...) as stream: for piece in stream: ...``.
     """
     validate_messages(messages)
@@ -171,7 +171,7 @@ def stream_reply(
     max_new_tokens = validate_max_new_tokens(max_new_tokens)
     if "streamer" in generate_kwargs:
         raise InvalidArgumentError("stream_reply got a streamer= argument", "drop it: stream_reply makes its own")
-    validate_reply_kwargs(generate_kwargs)
+    validate_reply_kwargs(generate_kwargs, model)
     _refuse_beams(model, generate_kwargs)
     timeout = validate_timeout(timeout)
     inputs = encode_chat(tokenizer, [messages]).to(model.device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
 from .errors import InvalidArgumentError, InvalidMessagesError
 
@@ -123,11 +123,18 @@ def validate_max_new_tokens(max_new_tokens: Any) -> int:
     return int(max_new_tokens)
 
 
-def validate_reply_kwargs(generate_kwargs: Mapping[str, Any]) -> None:
-    """Refuse ``generate`` arguments the reply helpers would get silently wrong.
+def validate_reply_kwargs(generate_kwargs: Mapping[str, Any], model: PreTrainedModel | None = None) -> None:
+    """Refuse ``generate`` arguments the reply helpers would get silently wrong, or that would fail deep inside.
 
-    ``max_length`` (the helpers always pass ``max_new_tokens``, which wins over it) and ``num_return_sequences``
-    above 1, as an argument or in a ``generation_config`` (the helpers return one reply per conversation).
+    - ``max_length`` (the helpers always pass ``max_new_tokens``, which wins over it) and ``num_return_sequences``
+      above 1, as an argument or in a ``generation_config`` (the helpers return one reply per conversation).
+    - With sampling on (``do_sample=True`` here, in a ``generation_config``, or in the generation config of
+      ``model``, as for Qwen's instruction models): a ``temperature`` of 0 or less, which other APIs read as
+      greedy decoding and ``generate`` refuses once the model is running, and a ``top_p`` outside [0, 1]
+      (above 1 ``generate`` quietly keeps every token).
+    - Given ``model``: a misspelt argument, such as ``max_new_token``, that no part of ``generate`` or the model
+      takes and that is one letter or two away from a generation setting; the error names that setting.
+
     Raises :class:`InvalidArgumentError`.
     """
     if "max_length" in generate_kwargs:
@@ -139,6 +146,77 @@ def validate_reply_kwargs(generate_kwargs: Mapping[str, Any]) -> None:
         raise InvalidArgumentError(f"num_return_sequences={sequences!r}: the reply helpers return one reply per "
                                    "conversation", "call model.generate for several sequences per prompt, or "
                                    "call the helper once per sample")
+    if model is not None:
+        _check_spelling(generate_kwargs, model)
+    _check_sampling(generate_kwargs, model)
+
+
+def _sampling(generate_kwargs: Mapping[str, Any], model: PreTrainedModel | None) -> tuple[bool, str]:
+    """Whether ``generate`` will sample, and where that was set (for the error message)."""
+    if "do_sample" in generate_kwargs:
+        return bool(generate_kwargs["do_sample"]), "do_sample=True"
+    for config, where in ((generate_kwargs.get("generation_config"), "the generation_config passed"),
+                          (getattr(model, "generation_config", None), "the model's generation config")):
+        do_sample = getattr(config, "do_sample", None)
+        if do_sample is not None:
+            return bool(do_sample), f"do_sample=True in {where}"
+    return False, ""
+
+
+def _check_sampling(generate_kwargs: Mapping[str, Any], model: PreTrainedModel | None) -> None:
+    sampling, where = _sampling(generate_kwargs, model)
+    if not sampling:
+        return
+    temperature = generate_kwargs.get("temperature")
+    if _is_number(temperature) and not temperature > 0:
+        raise InvalidArgumentError(f"temperature={temperature!r} with sampling on ({where}), which needs a "
+                                   "temperature above 0 (transformers divides the scores by it)",
+                                   "for greedy decoding pass do_sample=False; to sample, pass a temperature "
+                                   "above 0, e.g. temperature=0.7")
+    top_p = generate_kwargs.get("top_p")
+    if _is_number(top_p) and not 0 <= top_p <= 1:
+        raise InvalidArgumentError(f"top_p={top_p!r} is not a probability (sampling keeps the likeliest tokens "
+                                   "whose probabilities add up to top_p)",
+                                   "pass a value from 0 to 1, e.g. top_p=0.8; 1.0 keeps every token")
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    """An int or float (``True`` is not a temperature)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: Arguments ``generate`` takes out of its ``**kwargs`` itself, before it hands the rest to the model.
+_GENERATE_POPS = frozenset({"tokenizer", "assistant_tokenizer", "trust_remote_code"})
+
+
+def _check_spelling(generate_kwargs: Mapping[str, Any], model: PreTrainedModel) -> None:
+    """Name the generation setting a misspelt argument was meant to be.
+
+    ``generate`` refuses unknown arguments too, but only lists them; this check suggests the closest name, and
+    only where one is close, so an argument of a model type it does not know is left to ``generate``."""
+    if "custom_generate" in generate_kwargs:  # a custom generation method takes arguments of its own
+        return
+    import difflib
+    import inspect
+
+    from transformers import GenerationConfig
+    from transformers.utils.generic import TransformersKwargs
+
+    get_base_model = getattr(model, "get_base_model", None)  # a PEFT model wraps one
+    # The class's methods: an instance's generate may be wrapped or patched.
+    model_class: Any = type(get_base_model() if callable(get_base_model) else model)
+    settings = {name for name in vars(GenerationConfig()) if not name.startswith("_")}
+    settings |= set(inspect.signature(model_class.generate).parameters) - {"self", "kwargs"}
+    taken = settings | _GENERATE_POPS | set(TransformersKwargs.__optional_keys__)
+    taken |= set(inspect.signature(model_class.forward).parameters)
+    taken |= set(inspect.signature(model_class.prepare_inputs_for_generation).parameters)
+    for key in generate_kwargs:
+        if key in taken:
+            continue
+        close = difflib.get_close_matches(key, sorted(settings), n=1, cutoff=0.8)
+        if close:
+            raise InvalidArgumentError(f"{key} is not an argument of generate or of the model",
+                                       f"did you mean {close[0]}?")
 
 
 def validate_timeout(timeout: Any) -> float | None:
