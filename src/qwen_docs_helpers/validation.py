@@ -130,10 +130,11 @@ def validate_reply_kwargs(generate_kwargs: Mapping[str, Any], model: PreTrainedM
       above 1, as an argument or in a ``generation_config`` (the helpers return one reply per conversation).
     - With sampling on (``do_sample=True`` here, in a ``generation_config``, or in the generation config of
       ``model``, as for Qwen's instruction models): a ``temperature`` of 0 or less, which other APIs read as
-      greedy decoding and ``generate`` refuses once the model is running, and a ``top_p`` outside [0, 1]
+      greedy decoding and ``generate`` refuses without saying how to get it, and a ``top_p`` outside [0, 1]
       (above 1 ``generate`` quietly keeps every token).
     - Given ``model``: a misspelt argument, such as ``max_new_token``, that no part of ``generate`` or the model
-      takes and that is one letter or two away from a generation setting; the error names that setting.
+      takes and that is close to the name of a generation setting (``difflib`` ratio 0.8 or more); the error
+      names that setting.
 
     Raises :class:`InvalidArgumentError`.
     """
