@@ -224,7 +224,7 @@ def validate_timeout(timeout: Any) -> float | None:
     """Check that ``timeout`` is ``None`` (wait forever) or a positive number of seconds."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+    if not _is_number(timeout) or not timeout > 0:
         raise InvalidArgumentError(f"timeout is {_kind(timeout)} ({timeout!r})",
                                    "pass a positive number of seconds, e.g. timeout=60, or None to wait forever")
     return float(timeout)
