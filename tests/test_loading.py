@@ -14,6 +14,7 @@ from qwen_docs_helpers.errors import (
     AttentionUnavailableError,
     InvalidArgumentError,
     ModelNotAvailableError,
+    UnknownArgumentError,
     UnsafeWeightsError,
 )
 from qwen_docs_helpers.loading import AttentionFallbackWarning, choose_attention, load_model
@@ -227,6 +228,46 @@ def test_loadable_dtypes_are_accepted_by_dtype_or_name(dtype: object, expected: 
     from qwen_docs_helpers.loading import _check_dtype
 
     assert _check_dtype(dtype) == expected
+
+
+@pytest.mark.parametrize(
+    ("keywords", "fix"),
+    [({"torch_dtype": "auto"}, "pass dtype= instead"),
+     ({"torch_dtype": torch.bfloat16}, "pass dtype= instead"),
+     ({"quantization_config": object()}, "pass the BitsAndBytesConfig as quantization="),
+     ({"load_in_4bit": True}, "pass quantization='nf4'"),
+     ({"load_in_8bit": True}, "pass quantization='int8'"),
+     ({"trust_remote_code": True}, "never runs a checkpoint's own code"),
+     ({"attention_implementation": "sdpa"}, "did you mean attn_implementation=?"),
+     ({"device": "cpu"}, "call AutoModelForCausalLM.from_pretrained"),
+     ({"revision": "main"}, "call AutoModelForCausalLM.from_pretrained")],
+)
+def test_from_pretrained_options_say_what_to_pass_before_anything_loads(tmp_path: Path, keywords: dict[str, object],
+                                                                         fix: str) -> None:
+    # A folder that does not exist: loading anything first would raise ModelNotAvailableError instead.
+    with pytest.raises(UnknownArgumentError) as caught:
+        load_model(tmp_path / "missing", **keywords)  # type: ignore[arg-type]
+    error = caught.value
+    assert isinstance(error, TypeError) and isinstance(error, InvalidArgumentError)
+    assert error.problem == f"load_model() does not take {next(iter(keywords))}="
+    assert fix in error.fix and "\n" not in str(error)
+
+
+def test_several_unknown_keywords_are_named_together(tmp_path: Path) -> None:
+    with pytest.raises(UnknownArgumentError) as caught:
+        load_model(tmp_path / "missing", torch_dtype="auto", revision="main", cache_dir="x")  # type: ignore[call-arg]
+    error = caught.value
+    assert error.problem == "load_model() does not take torch_dtype=, revision= or cache_dir="
+    assert error.fix.startswith("torch_dtype is transformers 4's name for dtype")
+    assert error.fix.count("call AutoModelForCausalLM.from_pretrained") == 1  # said once for both
+
+
+def test_the_signature_and_docstring_are_load_models_own() -> None:
+    import inspect
+
+    assert list(inspect.signature(load_model).parameters) == [
+        "model_id", "dtype", "device_map", "attn_implementation", "strict_attention", "quantization"]
+    assert load_model.__doc__ and "UnknownArgumentError" in load_model.__doc__
 
 
 # --- what is not a checkpoint, or needs code, or a device torch lacks ------------------------------------------

@@ -19,6 +19,7 @@ from .errors import (
     QwenDocsError,
     ResultsNotFoundError,
     StreamTimeoutError,
+    UnknownArgumentError,
     UnsafeWeightsError,
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "QwenDocsError",
     "ResultsNotFoundError",
     "StreamTimeoutError",
+    "UnknownArgumentError",
     "UnsafeWeightsError",
     "bnb_config",
     "choose_attention",

@@ -19,6 +19,7 @@ __all__ = [
     "QwenDocsError",
     "ResultsNotFoundError",
     "StreamTimeoutError",
+    "UnknownArgumentError",
     "UnsafeWeightsError",
 ]
 
@@ -48,6 +49,13 @@ class InvalidMessagesError(QwenDocsError, ValueError):
 
 class InvalidArgumentError(QwenDocsError, ValueError):
     """An argument other than the messages is out of range or of the wrong kind."""
+
+
+class UnknownArgumentError(InvalidArgumentError, TypeError):
+    """A keyword argument the function does not take, with what to pass instead.
+
+    A ``TypeError``, as Python's own "unexpected keyword argument" is, and an :class:`InvalidArgumentError`.
+    """
 
 
 class ModelNotAvailableError(QwenDocsError, OSError):

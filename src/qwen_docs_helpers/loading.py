@@ -32,6 +32,7 @@ from .errors import (
     QwenDocsError,
     UnsafeWeightsError,
 )
+from .keywords import explain_unknown_keywords
 from .published import MODEL_ID_PATTERN, known_model_ids, likely_typo_of, no_recipe
 from .quantization import Preset, bnb_config, require_quantization, say_int8_casts_once
 
@@ -305,6 +306,26 @@ def _quantization_config(
     return config
 
 
+#: What to pass instead of the ``from_pretrained`` options load_model does not take under their own names.
+FROM_PRETRAINED_HINTS = {
+    "torch_dtype": "torch_dtype is transformers 4's name for dtype: pass dtype= instead "
+                   "(dtype='auto' keeps the checkpoint's)",
+    "quantization_config": "pass the BitsAndBytesConfig as quantization=, or a preset: quantization='nf4' or 'int8'",
+    "load_in_4bit": "pass quantization='nf4' (transformers 5 takes load_in_4bit only inside a BitsAndBytesConfig)",
+    "load_in_8bit": "pass quantization='int8' (transformers 5 takes load_in_8bit only inside a BitsAndBytesConfig)",
+    "trust_remote_code": "load_model never runs a checkpoint's own code; Qwen2 and Qwen2-MoE are built into "
+                         "transformers",
+    "use_safetensors": "load_model always loads safetensors, and refuses a checkpoint that has only pickled .bin "
+                       "weights",
+}
+
+
+@explain_unknown_keywords(
+    FROM_PRETRAINED_HINTS,
+    "load_model takes dtype=, device_map=, attn_implementation=, strict_attention= and quantization=; for other "
+    "from_pretrained options call AutoModelForCausalLM.from_pretrained and "
+    "AutoTokenizer.from_pretrained(..., padding_side='left') yourself",
+)
 def load_model(
     model_id: str | os.PathLike[str],
     *,
@@ -333,6 +354,8 @@ def load_model(
       :class:`ModelNotAvailableError` (:class:`InvalidArgumentError` for the empty id).
     - A checkpoint that needs its own code (``auto_map``) or has a ``model_type`` transformers does not know, or a
       ``device_map`` naming CUDA where torch has none, raises :class:`InvalidArgumentError`.
+    - A keyword it does not take raises :class:`~qwen_docs_helpers.errors.UnknownArgumentError` naming what to pass
+      instead (``dtype=`` for ``torch_dtype=``, ``quantization=`` for ``quantization_config=``, ...).
 
     The tokenizer pads on the left (decoder-only batches must end where generation starts); the model is
     returned in eval mode.

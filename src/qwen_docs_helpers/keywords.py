@@ -1,0 +1,71 @@
+"""Python's "unexpected keyword argument", turned into an error that says what to pass instead.
+
+Readers bring the options of the calls a helper replaces: ``torch_dtype=`` (transformers 4's name for
+``dtype``), ``quantization_config=`` or ``revision=`` for :func:`~qwen_docs_helpers.loading.load_model`.
+Python names the argument and nothing more; the helpers name the argument to use, or the call that takes it.
+Hand-written: no library maps one API's argument names onto another's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import ParamSpec, TypeVar
+
+from .errors import UnknownArgumentError
+
+__all__ = ["explain_unknown_keywords", "unknown_keywords_error"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _or_list(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def unknown_keywords_error(function: str, unknown: Sequence[str], accepted: Sequence[str],
+                           hints: Mapping[str, str], otherwise: str) -> UnknownArgumentError:
+    """The error for ``unknown`` keywords passed to ``function``, which takes the ``accepted`` ones.
+
+    Each name gets its fix from ``hints``, else a "did you mean" when it is close to an accepted name
+    (difflib's ratio of at least 0.8), else ``otherwise``; a fix shared by several names is said once.
+    """
+    fixes: list[str] = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, accepted, n=1, cutoff=0.8)
+        fix = hints.get(name) or (f"did you mean {close[0]}=?" if close else otherwise)
+        if fix not in fixes:
+            fixes.append(fix)
+    taken = _or_list([f"{name}=" for name in unknown])
+    return UnknownArgumentError(f"{function}() does not take {taken}", "; ".join(fixes))
+
+
+def explain_unknown_keywords(
+    hints: Mapping[str, str], otherwise: str
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Decorate a function so that a keyword it does not take raises :func:`unknown_keywords_error`'s error.
+
+    The check runs before the function, on the names only; the signature (for type checkers and the API
+    reference) is the function's own.
+    """
+
+    def decorate(function: Callable[_P, _R]) -> Callable[_P, _R]:
+        accepted = [name for name, parameter in inspect.signature(function).parameters.items()
+                    if parameter.kind in _KEYWORD_KINDS]
+        accepted_set = frozenset(accepted)
+
+        @functools.wraps(function)
+        def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            unknown = [name for name in kwargs if name not in accepted_set]
+            if unknown:
+                raise unknown_keywords_error(function.__name__, unknown, accepted, hints, otherwise)
+            return function(*args, **kwargs)
+
+        return checked
+
+    return decorate
