@@ -19,7 +19,7 @@ from transformers import CompileConfig, GenerationConfig
 
 from qwen_docs_helpers import checks
 from qwen_docs_helpers.chat import encode_chat, generate_replies
-from qwen_docs_helpers.errors import InvalidArgumentError
+from qwen_docs_helpers.errors import InvalidArgumentError, UnknownArgumentError
 from qwen_docs_helpers.fast import DEFAULT_BUCKETS, bucket_length, pad_to_bucket, prepare_fast
 
 SHORT = [{"role": "user", "content": "Hi"}]
@@ -241,6 +241,21 @@ def test_compile_choices_and_refusals(dense_fp32: tuple, monkeypatch: pytest.Mon
         prepare_fast(model, tokenizer).reply(SHORT, max_new_token=3)
     with pytest.raises(InvalidArgumentError, match=r"^temperature=0"):
         prepare_fast(model, tokenizer).generate_replies([SHORT], temperature=0)
+
+
+@pytest.mark.parametrize(
+    ("keywords", "fix"),
+    [({"max_new_tokens": 32}, "generation settings (max_new_tokens=, do_sample=, ...) go to its reply(...)"),
+     ({"compile_config": CompileConfig()}, "pass the CompileConfig as compile="),
+     ({"bucket": (64,)}, "did you mean buckets=?")],
+)
+def test_prepare_fast_says_where_other_settings_go(dense_fp32: tuple, keywords: dict[str, object], fix: str) -> None:
+    model, tokenizer = dense_fp32
+    with pytest.raises(UnknownArgumentError) as caught:
+        prepare_fast(model, tokenizer, **keywords)  # type: ignore[arg-type]
+    assert caught.value.problem == f"prepare_fast() does not take {next(iter(keywords))}="
+    assert fix in caught.value.fix
+    assert prepare_fast(model=model, tokenizer=tokenizer).tokenizer is tokenizer  # both may be named
 
 
 def test_min_length_counts_the_prompt_without_its_padding(dense_fp32: tuple, clean: None) -> None:

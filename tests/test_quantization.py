@@ -13,7 +13,7 @@ from transformers import BitsAndBytesConfig
 
 from qwen_docs_helpers import quantization
 from qwen_docs_helpers.chat import reply
-from qwen_docs_helpers.errors import InvalidArgumentError, QuantizationUnavailableError
+from qwen_docs_helpers.errors import InvalidArgumentError, QuantizationUnavailableError, UnknownArgumentError
 from qwen_docs_helpers.loading import load_model
 from qwen_docs_helpers.quantization import PRESETS, bnb_config, quantization_available
 
@@ -53,6 +53,21 @@ def test_moe_in_4_bits_keeps_shared_expert_gate_and_lm_head() -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(InvalidArgumentError, match=r"unknown quantization preset 'fp8': use one of 'nf4', 'int8'"):
         bnb_config("fp8")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("keywords", "message"),
+    [({"bnb_4bit_compute_dtype": torch.float16},
+      "bnb_config() does not take bnb_4bit_compute_dtype=: pass compute_dtype="),
+     ({"load_in_8bit": True}, "bnb_config() does not take load_in_8bit=: pass the preset 'int8'"),
+     ({"bnb_4bit_quant_type": "fp4"}, "bnb_config() does not take bnb_4bit_quant_type=: bnb_config takes a preset "
+      "('nf4' or 'int8'), model_type= and compute_dtype=; for other settings build a BitsAndBytesConfig yourself "
+      "and pass it to load_model(quantization=...)")],
+)
+def test_bitsandbytes_config_options_say_what_to_pass(keywords: dict[str, object], message: str) -> None:
+    with pytest.raises(UnknownArgumentError) as caught:
+        bnb_config("nf4", **keywords)  # type: ignore[arg-type]
+    assert str(caught.value) == message
 
 
 # --- availability -------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from transformers import CompileConfig, GenerationConfig, PreTrainedModel, PreTr
 
 from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
 from .errors import InvalidArgumentError
+from .keywords import explain_unknown_keywords
 from .validation import (
     generate_method,
     validate_batch,
@@ -146,6 +147,14 @@ class FastGenerator:
     The first call with a new batch size or cache length compiles (tens of seconds); time the calls after it.
     """
 
+    @explain_unknown_keywords(
+        {"compile_config": "pass the CompileConfig as compile=",
+         "cache_implementation": "the fast path always decodes with its own static cache"},
+        "prepare_fast takes the model, the tokenizer, compile=, buckets=, attn_implementation= and "
+        "experts_implementation=; generation settings (max_new_tokens=, do_sample=, ...) go to its reply(...) "
+        "and generate_replies(...) calls",
+        name="prepare_fast",
+    )
     def __init__(
         self,
         model: PreTrainedModel,

@@ -46,24 +46,25 @@ def unknown_keywords_error(function: str, unknown: Sequence[str], accepted: Sequ
 
 
 def explain_unknown_keywords(
-    hints: Mapping[str, str], otherwise: str
+    hints: Mapping[str, str], otherwise: str, *, name: str | None = None
 ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Decorate a function so that a keyword it does not take raises :func:`unknown_keywords_error`'s error.
 
     The check runs before the function, on the names only; the signature (for type checkers and the API
-    reference) is the function's own.
+    reference) is the function's own. ``name`` is what the error calls the function (default its
+    ``__name__``; for a class's ``__init__``, the name users call it by).
     """
 
     def decorate(function: Callable[_P, _R]) -> Callable[_P, _R]:
-        accepted = [name for name, parameter in inspect.signature(function).parameters.items()
-                    if parameter.kind in _KEYWORD_KINDS]
+        accepted = [keyword for keyword, parameter in inspect.signature(function).parameters.items()
+                    if parameter.kind in _KEYWORD_KINDS and keyword != "self"]
         accepted_set = frozenset(accepted)
 
         @functools.wraps(function)
         def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             unknown = [name for name in kwargs if name not in accepted_set]
             if unknown:
-                raise unknown_keywords_error(function.__name__, unknown, accepted, hints, otherwise)
+                raise unknown_keywords_error(name or function.__name__, unknown, accepted, hints, otherwise)
             return function(*args, **kwargs)
 
         return checked

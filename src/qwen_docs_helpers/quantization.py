@@ -19,6 +19,7 @@ from transformers import BitsAndBytesConfig
 from transformers.utils.import_utils import BITSANDBYTES_MIN_VERSION, is_bitsandbytes_available
 
 from .errors import InvalidArgumentError, QuantizationUnavailableError
+from .keywords import explain_unknown_keywords
 
 __all__ = [
     "MOE_4BIT_SKIP_MODULES",
@@ -45,6 +46,12 @@ def _check_preset(preset: str) -> Preset:
     return preset
 
 
+@explain_unknown_keywords(
+    {"bnb_4bit_compute_dtype": "pass compute_dtype=", "load_in_4bit": "pass the preset 'nf4'",
+     "load_in_8bit": "pass the preset 'int8'"},
+    "bnb_config takes a preset ('nf4' or 'int8'), model_type= and compute_dtype=; for other settings build a "
+    "BitsAndBytesConfig yourself and pass it to load_model(quantization=...)",
+)
 def bnb_config(preset: Preset, *, model_type: str | None = None,
                compute_dtype: torch.dtype = torch.bfloat16) -> BitsAndBytesConfig:
     """The ``BitsAndBytesConfig`` for a preset.
