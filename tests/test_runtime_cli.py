@@ -73,6 +73,9 @@ def test_stamp_output_carries_the_facts_the_downloads_state(standin_hub: dict[st
          "(see its README)"),
         (("standins", "--model", "Qwen/Qwen2-7B-Instrct"), "Qwen/Qwen2-7B-Instrct has no stand-in recipe: did you "
          "mean Qwen/Qwen2-7B-Instruct? (see 'qwen-docs standins --help')"),
+        (("standins", "Qwen/Qwen2-7B-Instrct"), "Qwen/Qwen2-7B-Instrct has no stand-in recipe: did you "
+         "mean Qwen/Qwen2-7B-Instruct?"),
+        (("standins", "Qwen/Qwen2-1.5B-Instruct", "--model", "Qwen/Nope"), "Qwen/Nope has no stand-in recipe"),
         (("env", "--bogus"), "unrecognized arguments"),
         (("standins", "--cache-dir", ""), "empty path"),  # would write hub/ into the current directory
     ],
@@ -110,6 +113,14 @@ def test_standins_command_creates_and_reports(tmp_path: Path) -> None:
     )
     assert shell.stdout.splitlines() == [str(cache.resolve() / "hub"), "1"]
     assert "[1/1] Qwen/Qwen2-1.5B-Instruct: building stand-in" in result.stderr
+
+
+def test_standins_takes_ids_as_arguments_once_each_in_order(tmp_path: Path) -> None:
+    ids = ["Qwen/Qwen2-1.5B-Instruct", "Qwen/Qwen2-7B"]
+    result = run_cli("standins", *ids, "--model", ids[0], "--cache-dir", str(tmp_path), "--no-real")
+    assert result.returncode == 0, result.stderr
+    assert [line.split("\t")[0] for line in result.stdout.strip().splitlines()] == ids
+    assert "[2/2] Qwen/Qwen2-7B: building stand-in" in result.stderr
 
 
 def test_standins_command_error_is_one_line(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def _folder(text: str) -> Path:
 
 
 def _model_id(text: str) -> str:
-    """A ``--model`` argument: an id with a stand-in recipe, else the line that says how to give it one."""
+    """A model id argument: an id with a stand-in recipe, else the line that says how to give it one."""
     if text in known_model_ids():
         return text
     typo_of = likely_typo_of(text)
@@ -67,8 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     standins.add_argument("--cache-dir", type=_folder, help=_CACHE_HELP)
     standins.add_argument(
-        "--model", action="append", dest="models", metavar="ID", type=_model_id,
-        help="model id to prepare (repeatable; default: every id in published_configs.json)",
+        "ids", nargs="*", metavar="ID", type=_model_id,
+        help="model ids to prepare (default: every id in published_configs.json)",
+    )
+    standins.add_argument(
+        "--model", action="append", dest="models", metavar="ID", type=_model_id, default=[],
+        help="a model id to prepare, as a positional ID does (repeatable)",
     )
     standins.add_argument("--force", action="store_true", help="rebuild stand-ins even when up to date")
     standins.add_argument("--no-real", action="store_true", help="ignore real weights in your hub cache")
@@ -83,8 +87,9 @@ def _standins(args: argparse.Namespace) -> int:
     from .standins import export_line, prepare_hub
 
     cache_dir = args.cache_dir.resolve() if args.cache_dir else None
+    chosen = list(dict.fromkeys([*args.ids, *args.models]))  # in the order given, each once
     results = prepare_hub(
-        args.models or known_model_ids(),
+        chosen or known_model_ids(),
         cache_dir=cache_dir,
         use_real=not args.no_real,
         force=args.force,
