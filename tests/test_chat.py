@@ -236,6 +236,17 @@ def test_arguments_the_helpers_would_get_wrong_are_refused(no_generate: tuple) -
         reply(model, tokenizer, CONVERSATIONS[0], temperature=0)  # the model's generation config samples
     with pytest.raises(InvalidArgumentError, match=r"did you mean max_new_tokens\?$"):
         generate_replies(model, tokenizer, CONVERSATIONS[:2], max_new_token=5)
+    with pytest.raises(InvalidArgumentError, match=r"^streamer=True is not a streamer"):
+        reply(model, tokenizer, CONVERSATIONS[0], streamer=True)
+
+
+def test_a_streamer_prints_the_reply_it_returns(dense_fp32: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import TextStreamer
+
+    model, tokenizer = dense_fp32
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    text = reply(model, tokenizer, CONVERSATIONS[0], max_new_tokens=6, do_sample=False, streamer=streamer)
+    assert text and capsys.readouterr().out.strip() == text.strip()
 
 
 def test_a_model_without_the_token_head_is_refused_in_one_line(standin_hub: dict[str, Path]) -> None:

@@ -215,6 +215,22 @@ def test_other_reply_arguments_pass() -> None:
     validate_reply_kwargs({"do_sample": False, "num_return_sequences": 1, "generation_config": GenerationConfig()})
 
 
+@pytest.mark.parametrize("streamer", [True, "stdout", print])
+def test_a_streamer_that_is_not_one_says_what_to_pass(streamer: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"^streamer=.* is not a streamer") as caught:
+        validate_reply_kwargs({"streamer": streamer})
+    assert_one_line(caught.value)
+    assert "TextStreamer(tokenizer, skip_prompt=True)" in caught.value.fix and "stream_reply" in caught.value.fix
+
+
+def test_streamers_pass(dense_fp32: tuple) -> None:
+    from transformers import TextIteratorStreamer, TextStreamer
+
+    _, tokenizer = dense_fp32
+    for streamer in (None, TextStreamer(tokenizer), TextIteratorStreamer(tokenizer)):
+        validate_reply_kwargs({"streamer": streamer})
+
+
 # --- sampling settings and misspelt generate arguments ----------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs", [{"do_sample": True, "temperature": 0},

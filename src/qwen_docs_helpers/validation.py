@@ -132,6 +132,8 @@ def validate_reply_kwargs(generate_kwargs: Mapping[str, Any], model: PreTrainedM
       ``model``, as for Qwen's instruction models): a ``temperature`` of 0 or less, which other APIs read as
       greedy decoding and ``generate`` refuses without saying how to get it, and a ``top_p`` outside [0, 1]
       (above 1 ``generate`` quietly keeps every token).
+    - A ``streamer`` without the ``put`` and ``end`` methods ``generate`` calls (``streamer=True``), which would
+      fail inside ``generate`` with an ``AttributeError``.
     - Given ``model``: a misspelt argument, such as ``max_new_token``, that no part of ``generate`` or the model
       takes and that is close to the name of a generation setting (``difflib`` ratio 0.8 or more); the error
       names that setting.
@@ -147,6 +149,11 @@ def validate_reply_kwargs(generate_kwargs: Mapping[str, Any], model: PreTrainedM
         raise InvalidArgumentError(f"num_return_sequences={sequences!r}: the reply helpers return one reply per "
                                    "conversation", "call model.generate for several sequences per prompt, or "
                                    "call the helper once per sample")
+    streamer = generate_kwargs.get("streamer")
+    if streamer is not None and not all(callable(getattr(streamer, name, None)) for name in ("put", "end")):
+        raise InvalidArgumentError(f"streamer={streamer!r} is not a streamer (generate calls its put and end "
+                                   "methods)", "pass one such as TextStreamer(tokenizer, skip_prompt=True) to print "
+                                   "the reply as it is generated, or call stream_reply(...) to iterate over it")
     if model is not None:
         _check_spelling(generate_kwargs, model)
     _check_sampling(generate_kwargs, model)
