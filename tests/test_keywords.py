@@ -59,3 +59,10 @@ def test_a_fix_shared_by_several_names_is_said_once() -> None:
                                    {"colour": "pass color="}, "see help(paint)")
     assert error.problem == "paint() does not take brush=, colour= or ladder="
     assert error.fix == "see help(paint); pass color="
+
+
+def test_a_function_with_var_keywords_cannot_be_decorated() -> None:
+    def anything(**kwargs: object) -> None: ...
+
+    with pytest.raises(TypeError, match=r"takes \*\*kwargs"):
+        explain_unknown_keywords({}, "no")(anything)

@@ -56,7 +56,10 @@ def explain_unknown_keywords(
     """
 
     def decorate(function: Callable[_P, _R]) -> Callable[_P, _R]:
-        accepted = [keyword for keyword, parameter in inspect.signature(function).parameters.items()
+        parameters = inspect.signature(function).parameters
+        if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+            raise TypeError(f"{function.__qualname__} takes **kwargs, so no keyword is unknown to it")
+        accepted = [keyword for keyword, parameter in parameters.items()
                     if parameter.kind in _KEYWORD_KINDS and keyword != "self"]
         accepted_set = frozenset(accepted)
 
