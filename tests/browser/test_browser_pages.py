@@ -151,8 +151,8 @@ _OVERFLOW = """() => {
 }"""
 
 
-#: The top of a page a phone screenshot keeps: Chromium failed now and then ("Unable to capture screenshot") to
-#: capture the whole 45,000 px of the helpers page at phone width; 16,384 px is its usual texture size limit.
+#: The top of a page a phone screenshot keeps. A full-page capture at phone width (pages reach 45,000 px there, the
+#: helpers page) failed once in CI with "Unable to capture screenshot"; 16,384 px is Chromium's usual texture limit.
 _PHONE_SHOT_HEIGHT = 16_384
 
 
