@@ -10,6 +10,7 @@ from qwen_docs_helpers.checks import (
     assert_batch_matches_single,
     assert_same_tokens,
     assert_stream_matches,
+    assert_stream_stops_on_exit,
     first_difference,
 )
 
@@ -84,3 +85,21 @@ def test_stream_check() -> None:
     assert_stream_matches("hello world", "hello world", "ok")
     with pytest.raises(AssertionError, match="at character 6"):
         assert_stream_matches("hello there", "hello world", "x")
+
+
+MESSAGES = [{"role": "user", "content": "Give me a short introduction to large language models."}]
+
+
+def test_stream_stop_check_passes_when_the_with_block_stops_generation(dense_fp32: tuple) -> None:
+    model, tokenizer = dense_fp32
+    steps = assert_stream_stops_on_exit(model, tokenizer, MESSAGES, forced_tokens=256)
+    assert 0 < steps < 128
+
+
+def test_stream_stop_check_fails_when_generation_runs_on(dense_fp32: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen_docs_helpers.streaming import ChatStream
+
+    model, tokenizer = dense_fp32
+    monkeypatch.setattr(ChatStream, "close", lambda self: self._thread.join())  # waits, never asks to stop
+    with pytest.raises(AssertionError, match=r"^stream_reply: 256 of 256 steps ran after a break"):
+        assert_stream_stops_on_exit(model, tokenizer, MESSAGES, forced_tokens=256)

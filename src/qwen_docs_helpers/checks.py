@@ -185,3 +185,38 @@ def assert_stream_matches(streamed: str, reference: str, what: str) -> None:
     if streamed != reference:
         at = first_difference(streamed, reference)
         raise AssertionError(f"{what}: streamed text differs from the non-streamed text at character {at}")
+
+
+class _CountSteps:
+    """A stopping criterion that only counts the decoding steps."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        self.steps += 1
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+
+def assert_stream_stops_on_exit(model: Any, tokenizer: Any, messages: Messages, *, read_chars: int = 100,
+                                forced_tokens: int = 1024) -> int:
+    """Leaving a :func:`~qwen_docs_helpers.streaming.stream_reply` ``with`` block stops generation.
+
+    Forces ``forced_tokens`` new tokens (no early end of text), breaks out after ``read_chars`` characters and
+    requires the thread to have ended within half of them (the thread may run a few tokens ahead of the
+    reader). Returns the number of steps generation ran.
+    """
+    from .streaming import stream_reply
+
+    counter = _CountSteps()
+    with stream_reply(model, tokenizer, messages, max_new_tokens=forced_tokens, min_new_tokens=forced_tokens,
+                      stopping_criteria=[counter]) as stream:
+        for _ in stream:
+            if len(stream.text) > read_chars:
+                break
+    if stream.running:
+        raise AssertionError("stream_reply: the generation thread outlived the with block")
+    if counter.steps >= forced_tokens // 2:
+        raise AssertionError(f"stream_reply: {counter.steps} of {forced_tokens} steps ran after a break "
+                             f"at {len(stream.text)} characters: leaving the with block did not stop generation")
+    return counter.steps
