@@ -11,17 +11,27 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ParamSpec, TypeVar
 
 from .errors import UnknownArgumentError
 
-__all__ = ["explain_unknown_keywords", "unknown_keywords_error"]
+__all__ = ["closest_name", "explain_unknown_keywords", "unknown_keywords_error"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+#: How alike a name must be to one that is taken to be offered as its spelling (difflib's ratio).
+CLOSE_RATIO = 0.8
+
+
+def closest_name(name: str, names: Iterable[str]) -> str | None:
+    """The one of ``names`` that ``name`` is most likely a misspelling of, if one is close (:data:`CLOSE_RATIO`)."""
+    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=CLOSE_RATIO)
+    return close[0] if close else None
 
 
 def _or_list(names: Sequence[str]) -> str:
@@ -33,12 +43,12 @@ def unknown_keywords_error(function: str, unknown: Sequence[str], accepted: Sequ
     """The error for ``unknown`` keywords passed to ``function``, which takes the ``accepted`` ones.
 
     Each name gets its fix from ``hints``, else a "did you mean" when it is close to an accepted name
-    (difflib's ratio of at least 0.8), else ``otherwise``; a fix shared by several names is said once.
+    (:func:`closest_name`), else ``otherwise``; a fix shared by several names is said once.
     """
     fixes: list[str] = []
     for name in unknown:
-        close = difflib.get_close_matches(name, accepted, n=1, cutoff=0.8)
-        fix = hints.get(name) or (f"did you mean {close[0]}=?" if close else otherwise)
+        close = closest_name(name, accepted)
+        fix = hints.get(name) or (f"did you mean {close}=?" if close else otherwise)
         if fix not in fixes:
             fixes.append(fix)
     taken = _or_list([f"{name}=" for name in unknown])

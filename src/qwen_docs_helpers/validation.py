@@ -13,6 +13,7 @@ from numbers import Integral
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
 from .errors import InvalidArgumentError, InvalidMessagesError
+from .keywords import closest_name
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -135,7 +136,7 @@ def validate_reply_kwargs(generate_kwargs: Mapping[str, Any], model: PreTrainedM
     - A ``streamer`` without the ``put`` and ``end`` methods ``generate`` calls (``streamer=True``), which would
       fail inside ``generate`` with an ``AttributeError``.
     - Given ``model``: a misspelt argument, such as ``max_new_token``, that no part of ``generate`` or the model
-      takes and that is close to the name of a generation setting (``difflib`` ratio 0.8 or more); the error
+      takes and that is close to the name of a generation setting (:func:`~.keywords.closest_name`); the error
       names that setting.
 
     Raises :class:`InvalidArgumentError`.
@@ -204,7 +205,6 @@ def _check_spelling(generate_kwargs: Mapping[str, Any], model: PreTrainedModel) 
     only where one is close, so an argument of a model type it does not know is left to ``generate``."""
     if "custom_generate" in generate_kwargs:  # a custom generation method takes arguments of its own
         return
-    import difflib
     import inspect
 
     from transformers import GenerationConfig
@@ -221,10 +221,10 @@ def _check_spelling(generate_kwargs: Mapping[str, Any], model: PreTrainedModel) 
     for key in generate_kwargs:
         if key in taken:
             continue
-        close = difflib.get_close_matches(key, sorted(settings), n=1, cutoff=0.8)
+        close = closest_name(key, settings)
         if close:
             raise InvalidArgumentError(f"{key} is not an argument of generate or of the model",
-                                       f"did you mean {close[0]}?")
+                                       f"did you mean {close}?")
 
 
 def validate_timeout(timeout: Any) -> float | None:
