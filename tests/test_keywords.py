@@ -66,3 +66,11 @@ def test_a_function_with_var_keywords_cannot_be_decorated() -> None:
 
     with pytest.raises(TypeError, match=r"takes \*\*kwargs"):
         explain_unknown_keywords({}, "no")(anything)
+
+
+def test_keywords_in_the_fix_are_the_signatures_keyword_only_parameters() -> None:
+    @explain_unknown_keywords({}, "brush takes {keywords}")
+    def brush(width: int, *, bristles: str = "soft", handle: str = "wood") -> None: ...
+
+    with pytest.raises(UnknownArgumentError, match=r": brush takes bristles= and handle=$"):
+        brush(1, colour="red")  # type: ignore[call-arg]

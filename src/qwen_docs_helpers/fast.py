@@ -150,9 +150,8 @@ class FastGenerator:
     @explain_unknown_keywords(
         {"compile_config": "pass the CompileConfig as compile=",
          "cache_implementation": "the fast path always decodes with its own static cache"},
-        "prepare_fast takes the model, the tokenizer, compile=, buckets=, attn_implementation= and "
-        "experts_implementation=; generation settings (max_new_tokens=, do_sample=, ...) go to its reply(...) "
-        "and generate_replies(...) calls",
+        "prepare_fast takes the model, the tokenizer, {keywords}; generation settings (max_new_tokens=, "
+        "do_sample=, ...) go to its reply(...) and generate_replies(...) calls",
         name="prepare_fast",
     )
     def __init__(

@@ -34,8 +34,8 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
-def _or_list(names: Sequence[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+def _listed(names: Sequence[str], last: str) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
 
 
 def unknown_keywords_error(function: str, unknown: Sequence[str], accepted: Sequence[str],
@@ -51,7 +51,7 @@ def unknown_keywords_error(function: str, unknown: Sequence[str], accepted: Sequ
         fix = hints.get(name) or (f"did you mean {close}=?" if close else otherwise)
         if fix not in fixes:
             fixes.append(fix)
-    taken = _or_list([f"{name}=" for name in unknown])
+    taken = _listed([f"{name}=" for name in unknown], "or")
     return UnknownArgumentError(f"{function}() does not take {taken}", "; ".join(fixes))
 
 
@@ -62,7 +62,8 @@ def explain_unknown_keywords(
 
     The check runs before the function, on the names only; the signature (for type checkers and the API
     reference) is the function's own. ``name`` is what the error calls the function (default its
-    ``__name__``; for a class's ``__init__``, the name users call it by).
+    ``__name__``; for a class's ``__init__``, the name users call it by). ``{keywords}`` in ``otherwise`` becomes
+    the function's keyword-only parameters (``"a=, b= and c="``), so the list cannot fall behind the signature.
     """
 
     def decorate(function: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -71,13 +72,16 @@ def explain_unknown_keywords(
             raise TypeError(f"{function.__qualname__} takes **kwargs, so no keyword is unknown to it")
         accepted = [keyword for keyword, parameter in parameters.items()
                     if parameter.kind in _KEYWORD_KINDS and keyword != "self"]
+        keyword_only = [f"{keyword}=" for keyword, parameter in parameters.items()
+                        if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+        fix = otherwise.replace("{keywords}", _listed(keyword_only, "and")) if keyword_only else otherwise
         accepted_set = frozenset(accepted)
 
         @functools.wraps(function)
         def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             unknown = [name for name in kwargs if name not in accepted_set]
             if unknown:
-                raise unknown_keywords_error(name or function.__name__, unknown, accepted, hints, otherwise)
+                raise unknown_keywords_error(name or function.__name__, unknown, accepted, hints, fix)
             return function(*args, **kwargs)
 
         return checked

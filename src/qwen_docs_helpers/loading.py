@@ -322,9 +322,8 @@ FROM_PRETRAINED_HINTS = {
 
 @explain_unknown_keywords(
     FROM_PRETRAINED_HINTS,
-    "load_model takes dtype=, device_map=, attn_implementation=, strict_attention= and quantization=; for other "
-    "from_pretrained options call AutoModelForCausalLM.from_pretrained and "
-    "AutoTokenizer.from_pretrained(..., padding_side='left') yourself",
+    "load_model takes {keywords}; for other from_pretrained options call AutoModelForCausalLM.from_pretrained "
+    "and AutoTokenizer.from_pretrained(..., padding_side='left') yourself",
 )
 def load_model(
     model_id: str | os.PathLike[str],

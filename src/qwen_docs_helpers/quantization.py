@@ -49,7 +49,7 @@ def _check_preset(preset: str) -> Preset:
 @explain_unknown_keywords(
     {"bnb_4bit_compute_dtype": "pass compute_dtype=", "load_in_4bit": "pass the preset 'nf4'",
      "load_in_8bit": "pass the preset 'int8'"},
-    "bnb_config takes a preset ('nf4' or 'int8'), model_type= and compute_dtype=; for other settings build a "
+    "bnb_config takes a preset ('nf4' or 'int8'), {keywords}; for other settings build a "
     "BitsAndBytesConfig yourself and pass it to load_model(quantization=...)",
 )
 def bnb_config(preset: Preset, *, model_type: str | None = None,
