@@ -63,6 +63,11 @@ class Resolved:
     weights: WeightsSource
     snapshot: Path
 
+    @property
+    def revision(self) -> str:
+        """The commit of the weights (a hub snapshot is named by it): a new download of real weights is a new one."""
+        return self.snapshot.name
+
 
 #: Overrides where the private cache is, for the site build and the ``qwen-docs`` command alike.
 CACHE_VARIABLE = "QWEN_DOCS_CACHE"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -72,3 +73,30 @@ def test_the_build_keeps_its_cache_where_qwen_docs_cache_says_else_in_the_checko
     expected = tmp_path / "chosen" if variable else checkout / ".cache" / "qwen-docs"
     assert os.environ["HF_HUB_CACHE"] == str(expected.resolve() / "hub")
     assert resolve(SMALL_ID, expected) is not None
+
+
+def test_a_new_download_of_real_weights_gets_its_own_execution_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cached outputs of the old weights must not be shown after `hf download` fetched a newer commit."""
+    user_cache = tmp_path / "user-hub"
+    old = make_real_snapshot(user_cache, SMALL_ID)
+    monkeypatch.setenv("QWEN_DOCS_REAL_HUB_CACHE", str(user_cache))
+    monkeypatch.setenv("QWEN_DOCS_WEIGHTS", "real")
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # prepare_models exports the offline environment
+
+    def cache_path() -> str:
+        config = SimpleNamespace(qwen_docs_prepare_models=True, qwen_docs_cache_dir=str(tmp_path / "private"),
+                                 qwen_docs_models=[SMALL_ID], nb_execution_cache_path=str(tmp_path / "exec"),
+                                 qwen_docs_data_files=[])
+        site.prepare_models(SimpleNamespace(confdir=str(tmp_path), parallel=1), config)  # type: ignore[arg-type]
+        return str(config.nb_execution_cache_path)
+
+    first = cache_path()
+    assert cache_path() == first  # the same weights keep their cached outputs
+    new_revision = "1" * 40
+    shutil.copytree(old, old.with_name(new_revision))
+    (old.parents[1] / "refs" / "main").write_text(new_revision)  # what a newer download leaves
+    assert cache_path() != first
+    resolved = resolve(SMALL_ID, tmp_path / "private")
+    assert resolved is not None and (resolved.weights, resolved.revision) == ("real", new_revision)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from sphinx.application import Sphinx
@@ -17,7 +18,7 @@ from sphinx.util import logging
 
 from ..published import known_model_ids
 from ..sitebuild import WEIGHTS_CHOICES, WEIGHTS_VARIABLE, one_of
-from ..standins import default_cache_dir, find_real_snapshot, offline_env, prepare_hub
+from ..standins import Resolved, default_cache_dir, find_real_snapshot, offline_env, prepare_hub
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +67,20 @@ def prepare_models(app: Sphinx, config: Config) -> None:
     if app.parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
         # one kernel per parallel reader: torch's default threads per kernel would oversubscribe the cores
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // app.parallel))
-    summary = ", ".join(f"{r.model_id}={r.weights}" for r in resolved)
+    summary = weights_signature(resolved)
     logger.info(f"[qwen-docs] weights for this build: {summary}")
     if config.nb_execution_cache_path:
         # Outputs cached on one runtime must not be shown as if they ran on another.
         key = runtime_key(summary, data_digest(Path(app.confdir), config.qwen_docs_data_files))
         config.nb_execution_cache_path = str(Path(config.nb_execution_cache_path) / key)
         logger.info(f"[qwen-docs] execution cache for this runtime: {config.nb_execution_cache_path}")
+
+
+def weights_signature(resolved: Iterable[Resolved]) -> str:
+    """Each model id's weights and their commit, ``id=real@<commit>``: part of the execution cache's key, so
+    outputs of one download of real weights are never shown after a newer one (``hf download`` moved
+    ``refs/main``), and the build's log names the commits it ran."""
+    return ", ".join(f"{r.model_id}={r.weights}@{r.revision}" for r in resolved)
 
 
 def helpers_digest() -> str:
