@@ -37,12 +37,18 @@ def test_stamp_has_no_standin_notice_with_real_weights() -> None:
         accelerator="cuda",
         python="3.12",
         versions={"torch": "2"},
-        weights={"Qwen/Qwen2-7B-Instruct": "real"},
+        weights={"Qwen/Qwen2-7B-Instruct": "real", "Qwen/Qwen2-1.5B-Instruct": "real"},
+        revisions={"Qwen/Qwen2-7B-Instruct": "f2826a00ceef68f0f2b946d945ecc0477ce4450c",
+                   "Qwen/Qwen2-1.5B-Instruct": "local-copy"},
         offline=True,
         date="2026-01-01",
     )
     stamp = runtime.as_markdown()
-    assert "real weights" in stamp and "qd-standin-notice" not in stamp and "2026-01-01" in stamp
+    assert "qd-standin-notice" not in stamp and "2026-01-01" in stamp
+    # which download ran: a Hub commit links to the model's files at that commit; another name is shown as it is
+    assert ("`Qwen/Qwen2-7B-Instruct`: real weights at commit [`f2826a0`]"
+            "(https://huggingface.co/Qwen/Qwen2-7B-Instruct/tree/f2826a00ceef68f0f2b946d945ecc0477ce4450c)") in stamp
+    assert "`Qwen/Qwen2-1.5B-Instruct`: real weights at commit `local-copy`." in stamp
 
 
 def test_stamp_output_carries_the_facts_the_downloads_state(standin_hub: dict[str, Path]) -> None:
@@ -234,3 +240,16 @@ def test_standins_command_refuses_the_users_own_cache(tmp_path: Path) -> None:
     assert result.returncode == 1 and "your own Hugging Face hub cache" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert (real / "model.safetensors").is_file() and "qwen_docs_standin" not in (real / "config.json").read_text()
+
+
+def test_env_command_names_the_commit_of_real_weights(tmp_path: Path) -> None:
+    """A bug report says which download of the weights it ran on."""
+    from hub_fixtures import SMALL_ID, make_real_snapshot
+
+    snapshot = make_real_snapshot(tmp_path / "user-hub", SMALL_ID)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "user-hub"), "QWEN_DOCS_CACHE": str(tmp_path / "private")}
+    text = run_cli("env", env=env, cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert f"weights {SMALL_ID}: real (commit {snapshot.name})" in text.stdout.splitlines()
+    facts = json.loads(run_cli("env", "--json", env=env, cwd=tmp_path).stdout)
+    assert facts["revisions"] == {SMALL_ID: snapshot.name}

@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import re
 import resource
 import sys
 from collections.abc import Iterable
@@ -60,6 +61,7 @@ class Runtime:
     versions: dict[str, str | None]
     weights: dict[str, str]  # model id -> "real", "standin", "missing" or "unreadable" (a damaged cache entry)
     offline: bool
+    revisions: dict[str, str] = field(default_factory=dict)  # model id -> commit of its real weights (hub snapshot)
     date: str = field(default_factory=lambda: dt.date.today().isoformat())
     hub_cache: str = field(default_factory=lambda: str(active_hub_cache()))  # where the weights were looked up
     # qwen-docs' private cache (the site build's, `qwen-docs standins`') when asked for and not hub_cache itself:
@@ -81,7 +83,8 @@ class Runtime:
             *(f"{name}: {version or 'not installed'}" for name, version in self.versions.items()),
             f"hub offline: {'yes' if self.offline else 'no'}",
             f"hub cache: {self.hub_cache}",
-            *(f"weights {model_id}: {source}" for model_id, source in self.weights.items()),
+            *(f"weights {model_id}: {source}" + (f" (commit {self.revisions[model_id]})" if model_id in self.revisions
+                                                  else "") for model_id, source in self.weights.items()),
         ]
         if self.private_hub_cache is not None:
             lines.append(f"qwen-docs private cache (site build, qwen-docs standins): {self.private_hub_cache}")
@@ -100,7 +103,11 @@ class Runtime:
 
     def as_markdown(self, peak: PeakMemory | None = None) -> str:
         """The page stamp: what ran (and its ``peak`` memory), and a plain notice when the weights were stand-ins."""
-        weights = "; ".join(f"`{model_id}`: {_WEIGHT_WORDS[source]}" for model_id, source in self.weights.items())
+        weights = "; ".join(
+            f"`{model_id}`: {_WEIGHT_WORDS[source]}"
+            + (f" at commit {_commit_link(model_id, self.revisions[model_id])}" if model_id in self.revisions else "")
+            for model_id, source in self.weights.items()
+        )
         stamp = (
             f":::{{admonition}} Executed on {self.date}\n:class: qd-stamp\n\n"
             f"Every code cell on this page ran on {self.executed_on()}.\n\nWeights: {weights or 'none loaded'}.\n"
@@ -164,15 +171,26 @@ def peak_memory() -> PeakMemory:
     return PeakMemory(ram_bytes=ram, gpu_bytes=gpu)
 
 
+_HUB_COMMIT = re.compile(r"[0-9a-f]{40}")  # how the Hub names a snapshot
+
 _WEIGHT_WORDS = {
     "real": "real weights", "standin": "stand-in (random weights)", "missing": "not available",
     "unreadable": "not available (damaged cache entry)",
 }
 
 
-def _weights_in(hub: Path, model_ids: Iterable[str]) -> dict[str, str]:
-    """Model id -> ``real``, ``standin``, ``missing`` or ``unreadable`` in one hub cache folder (read only)."""
+def _commit_link(model_id: str, revision: str) -> str:
+    """The commit as Markdown: a link to the model's files at that commit on the Hub when it is a Hub commit."""
+    if _HUB_COMMIT.fullmatch(revision):
+        return f"[`{revision[:7]}`](https://huggingface.co/{model_id}/tree/{revision})"
+    return f"`{revision}`"
+
+
+def _weights_in(hub: Path, model_ids: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Model id -> ``real``, ``standin``, ``missing`` or ``unreadable`` in one hub cache folder (read only), and
+    model id -> the commit of the real weights among them: which download produced a page's outputs."""
     weights: dict[str, str] = {}
+    revisions: dict[str, str] = {}
     for model_id in model_ids:
         try:
             resolved = resolve_in_hub(model_id, hub)
@@ -181,7 +199,9 @@ def _weights_in(hub: Path, model_ids: Iterable[str]) -> dict[str, str]:
             weights[model_id] = "unreadable"
             continue
         weights[model_id] = resolved.weights if resolved else "missing"
-    return weights
+        if resolved is not None and resolved.weights == "real":
+            revisions[model_id] = resolved.revision
+    return weights, revisions
 
 
 def describe_runtime(model_ids: Iterable[str] | None = None, private_hub: Path | None = None) -> Runtime:
@@ -199,16 +219,18 @@ def describe_runtime(model_ids: Iterable[str] | None = None, private_hub: Path |
     hub = active_hub_cache()
     model_ids = list(model_ids if model_ids is not None else known_model_ids())
     private = None if private_hub is None or same_folder(private_hub, hub) else private_hub
+    weights, revisions = _weights_in(hub, model_ids)
     return Runtime(
         device=device,
         accelerator=accelerator,
         python=platform.python_version(),
         versions={name: _version(name) for name in _VERSIONED},
-        weights=_weights_in(hub, model_ids),
+        weights=weights,
+        revisions=revisions,
         offline=os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"},
         hub_cache=str(hub),
         private_hub_cache=str(private) if private is not None else None,
-        private_weights=_weights_in(private, model_ids) if private is not None else {},
+        private_weights=_weights_in(private, model_ids)[0] if private is not None else {},
     )
 
 
@@ -223,6 +245,7 @@ def stamp_facts(runtime: Runtime, peak: PeakMemory | None) -> dict[str, object]:
         "device": runtime.device,
         "accelerator": runtime.accelerator,
         "weights": dict(runtime.weights),
+        "revisions": dict(runtime.revisions),
         "peak": None if peak is None else {"ram_bytes": peak.ram_bytes, "gpu_bytes": peak.gpu_bytes},
         "weight_bytes_bf16": sizes,
     }
