@@ -240,7 +240,7 @@ def test_loadable_dtypes_are_accepted_by_dtype_or_name(dtype: object, expected: 
      ({"trust_remote_code": True}, "never runs a checkpoint's own code"),
      ({"attention_implementation": "sdpa"}, "did you mean attn_implementation=?"),
      ({"device": "cpu"}, "call AutoModelForCausalLM.from_pretrained"),
-     ({"revision": "main"}, "call AutoModelForCausalLM.from_pretrained")],
+     ({"max_memory": {0: "10GiB"}}, "call AutoModelForCausalLM.from_pretrained")],
 )
 def test_from_pretrained_options_say_what_to_pass_before_anything_loads(tmp_path: Path, keywords: dict[str, object],
                                                                          fix: str) -> None:
@@ -255,9 +255,9 @@ def test_from_pretrained_options_say_what_to_pass_before_anything_loads(tmp_path
 
 def test_several_unknown_keywords_are_named_together(tmp_path: Path) -> None:
     with pytest.raises(UnknownArgumentError) as caught:
-        load_model(tmp_path / "missing", torch_dtype="auto", revision="main", cache_dir="x")  # type: ignore[call-arg]
+        load_model(tmp_path / "missing", torch_dtype="auto", max_memory={}, cache_dir="x")  # type: ignore[call-arg]
     error = caught.value
-    assert error.problem == "load_model() does not take torch_dtype=, revision= or cache_dir="
+    assert error.problem == "load_model() does not take torch_dtype=, max_memory= or cache_dir="
     assert error.fix.startswith("torch_dtype is transformers 4's name for dtype")
     assert error.fix.count("call AutoModelForCausalLM.from_pretrained") == 1  # said once for both
 
@@ -266,7 +266,7 @@ def test_the_signature_and_docstring_are_load_models_own() -> None:
     import inspect
 
     assert list(inspect.signature(load_model).parameters) == [
-        "model_id", "dtype", "device_map", "attn_implementation", "strict_attention", "quantization"]
+        "model_id", "dtype", "device_map", "attn_implementation", "strict_attention", "quantization", "revision"]
     assert load_model.__doc__ and "UnknownArgumentError" in load_model.__doc__
 
 
@@ -390,12 +390,12 @@ def test_online_without_a_hub_a_private_standin_gives_the_export_line_at_once(
     assert export in caught.value.fix and "\n" not in str(caught.value)
     # With a hub to download from, or the private cache in use (HF_HUB_CACHE exported), nothing is refused.
     monkeypatch.setattr(loading, "_hub_reachable", lambda: True)
-    assert loading._unreachable_but_private(DENSE_ID) is None
+    assert loading._unreachable_but_private(DENSE_ID, None) is None
     monkeypatch.setattr(loading, "_hub_reachable", lambda: False)
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
-    assert loading._unreachable_but_private(DENSE_ID) is None
+    assert loading._unreachable_but_private(DENSE_ID, None) is None
 
 
 def test_hub_reachable_makes_one_request_without_retries(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -421,3 +421,77 @@ def test_hub_reachable_makes_one_request_without_retries(monkeypatch: pytest.Mon
     started = time.monotonic()
     assert not _hub_reachable()
     assert time.monotonic() - started < 2  # refused at once: huggingface_hub's retries would wait seconds
+
+
+def test_a_revision_pins_the_model_and_the_tokenizer(standin_hub: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    """A newer download moved refs/main: the commit a stamp names still loads the old files, both of them."""
+    from huggingface_hub import constants
+
+    from qwen_docs_helpers.standins import repo_folder_name
+
+    old = standin_hub[DENSE_ID]
+    repo = tmp_path / "hub" / repo_folder_name(DENSE_ID)
+    shutil.copytree(old.parents[1], repo, symlinks=True)
+    new = repo / "snapshots" / ("1" * 40)
+    shutil.copytree(repo / "snapshots" / old.name, new)
+    changes = (("config.json", "rms_norm_eps", 0.125), ("tokenizer_config.json", "model_max_length", 123))
+    for name, key, value in changes:
+        values = json.loads((new / name).read_text())
+        values[key] = value
+        (new / name).write_text(json.dumps(values))
+    (repo / "refs" / "main").write_text(new.name)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    latest, latest_tokenizer = load_model(DENSE_ID)
+    pinned, pinned_tokenizer = load_model(DENSE_ID, revision=old.name)
+    assert (latest.config.rms_norm_eps, latest_tokenizer.model_max_length) == (0.125, 123)
+    assert pinned.config.rms_norm_eps != 0.125 and pinned_tokenizer.model_max_length != 123
+    assert pinned_tokenizer.padding_side == "left"
+
+
+def test_a_revision_the_cache_lacks_offline_names_the_ones_it_holds(standin_hub: dict[str, Path]) -> None:
+    commit = standin_hub[DENSE_ID].name
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model(DENSE_ID, revision="v2.0")
+    error = caught.value
+    assert error.problem == (f"{DENSE_ID} is in the Hugging Face cache, but not at revision 'v2.0', and "
+                             "HF_HUB_OFFLINE=1 forbids downloading it")
+    assert error.fix == (f"pass one it holds ('main', '{commit}'), or run `hf download {DENSE_ID} --revision v2.0` "
+                         "on a machine with hub access and copy the cache here")
+    # only the hub expands an abbreviated commit: offline, the error gives it in full
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model(DENSE_ID, revision=commit[:7])
+    assert caught.value.fix == f"offline, a commit must be given in full: pass revision={commit!r}"
+    assert "\n" not in str(caught.value)
+
+
+def test_a_revision_of_an_uncached_id_offline_says_to_download_that_revision(standin_hub: dict[str, Path]) -> None:
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load_model("Qwen/Qwen2-0.5B-Not-Here", revision="abc1234")
+    assert "hf download Qwen/Qwen2-0.5B-Not-Here --revision abc1234" in caught.value.fix
+
+
+@pytest.mark.parametrize("revision", ["", "  ", 3])
+def test_an_empty_or_non_text_revision_is_refused(standin_hub: dict[str, Path], revision: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"is not a branch, tag or commit name: pass a commit hash"):
+        load_model(DENSE_ID, revision=revision)  # type: ignore[arg-type]
+
+
+def test_a_revision_for_a_local_folder_is_refused(standin_hub: dict[str, Path]) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        load_model(standin_hub[DENSE_ID], revision="main")
+    assert "holds one version of the files" in caught.value.problem
+    assert caught.value.fix == "drop revision=, or pass the hub id to load that revision from the hub cache"
+
+
+def test_a_private_standin_is_offered_only_at_its_own_revision(standin_hub: dict[str, Path], hub_cache: Path,
+                                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from qwen_docs_helpers import loading
+
+    _elsewhere(monkeypatch, hub_cache, tmp_path)
+    commit = standin_hub[DENSE_ID].name
+    assert loading._private_standin(DENSE_ID, commit) == "standin"
+    assert loading._private_standin(DENSE_ID, "main") == "standin"
+    assert loading._private_standin(DENSE_ID, "f" * 40) is None  # exporting its cache would not help

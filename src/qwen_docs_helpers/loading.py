@@ -78,20 +78,20 @@ def choose_attention(requested: str | None, strict: bool = False, *, flash_avail
     return choice
 
 
-def _snapshot_folder(model_id: str) -> Path | None:
+def _snapshot_folder(model_id: str, revision: str | None = None) -> Path | None:
     """The local folder holding ``model_id``'s files: the path itself, or its snapshot in the hub cache."""
     if Path(model_id).is_dir():
         return Path(model_id)
     try:
-        cached = try_to_load_from_cache(model_id, "config.json")
+        cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
     except ValueError:  # not a valid repo id: from_pretrained reports that better
         return None
     return Path(cached).parent if isinstance(cached, str) else None
 
 
-def _require_safetensors(model_id: str) -> None:
+def _require_safetensors(model_id: str, revision: str | None) -> None:
     """Refuse a checkpoint that is known to have only pickled weights, before torch unpickles anything."""
-    folder = _snapshot_folder(model_id)
+    folder = _snapshot_folder(model_id, revision)
     if folder is None or any(folder.glob("*.safetensors")):
         return
     pickled = sorted(path.name for path in folder.glob("*.bin") if path.name.startswith("pytorch_model"))
@@ -142,9 +142,9 @@ def _check_device_map(device_map: object) -> None:
                                "pass device_map='auto' (a GPU when there is one, else the CPU) or device_map='cpu'")
 
 
-def _private_standin(model_id: str) -> str | None:
+def _private_standin(model_id: str, revision: str | None = None) -> str | None:
     """What the private cache of ``qwen-docs standins`` holds for ``model_id`` (``"real"``, ``"standin"``), when
-    it is not the hub cache in use; else ``None``."""
+    it is not the hub cache in use (and holds ``revision``, if one is asked for); else ``None``."""
     from huggingface_hub import constants
 
     from .standins import hub_dir, resolve, same_folder
@@ -155,7 +155,9 @@ def _private_standin(model_id: str) -> str | None:
         resolved = resolve(model_id)
     except QwenDocsError:  # a damaged entry: the load reports what it meets, `qwen-docs standins` repairs it
         return None
-    return resolved.weights if resolved else None
+    if resolved is None or revision not in (None, "main", resolved.revision):
+        return None
+    return resolved.weights
 
 
 def _hub_reachable(timeout: float = 5.0) -> bool:
@@ -180,20 +182,51 @@ def _use_private_cache(model_id: str, weights: str, why: str) -> ModelNotAvailab
     )
 
 
-def _unreachable_but_private(model_id: str) -> ModelNotAvailableError | None:
+def _unreachable_but_private(model_id: str, revision: str | None) -> ModelNotAvailableError | None:
     """Online, an id missing from the hub cache in use but in the private cache, with no hub to download it from:
     say so before from_pretrained retries for ~25 s and fails in 60 lines. With a hub, downloading goes ahead."""
-    if is_offline_mode() or Path(model_id).exists() or _snapshot_folder(model_id) is not None:
+    if is_offline_mode() or Path(model_id).exists() or _snapshot_folder(model_id, revision) is not None:
         return None
-    weights = _private_standin(model_id)
+    weights = _private_standin(model_id, revision)
     if weights is None or _hub_reachable():
         return None
     return _use_private_cache(model_id, weights, "the hub cannot be reached")
 
 
-def _not_available(model_id: str) -> ModelNotAvailableError | None:
-    """The error for a missing folder, a likely typo of a known id, or an id missing from the cache offline
-    (``None``: keep transformers')."""
+def _cached_revisions(model_id: str) -> list[str]:
+    """The commits and branch or tag names the hub cache in use holds ``model_id`` at (none when it holds none)."""
+    from huggingface_hub import constants
+
+    from .standins import repo_folder_name
+
+    repo = Path(constants.HF_HUB_CACHE) / repo_folder_name(model_id)
+    refs = [ref.relative_to(repo / "refs").as_posix() for ref in (repo / "refs").rglob("*") if ref.is_file()]
+    snapshots = [snapshot.name for snapshot in (repo / "snapshots").glob("*") if snapshot.is_dir()]
+    return sorted(refs) + sorted(snapshots)
+
+
+def _revision_not_cached(model_id: str, revision: str) -> ModelNotAvailableError | None:
+    """Offline, ``model_id`` is cached but not at ``revision``: name the revisions it is cached at (a commit
+    abbreviated here is given in full, since only the hub can expand one); ``None`` when it is not cached at all."""
+    cached = _cached_revisions(model_id)
+    if not cached:
+        return None
+    problem = f"{model_id} is in the Hugging Face cache, but not at revision {revision!r}, and HF_HUB_OFFLINE=1 " \
+              "forbids downloading it"
+    expanded = [name for name in cached if len(revision) >= 4 and name.startswith(revision) and name != revision]
+    if expanded:
+        return ModelNotAvailableError(problem, f"offline, a commit must be given in full: pass revision="
+                                               f"{expanded[0]!r}")
+    return ModelNotAvailableError(
+        problem,
+        f"pass one it holds ({', '.join(repr(name) for name in cached)}), or run `hf download {model_id} --revision "
+        f"{revision}` on a machine with hub access and copy the cache here",
+    )
+
+
+def _not_available(model_id: str, revision: str | None = None) -> ModelNotAvailableError | None:
+    """The error for a missing folder, a likely typo of a known id, or an id missing from the cache offline (at
+    ``revision``, when one is asked for; ``None``: keep transformers')."""
     if Path(model_id).is_dir():
         return None
     offline = is_offline_mode()
@@ -209,10 +242,15 @@ def _not_available(model_id: str) -> ModelNotAvailableError | None:
         return ModelNotAvailableError(f"{model_id} {where}", f"did you mean {typo_of}? (check the spelling)")
     if not offline:
         return None
-    weights = _private_standin(model_id)
+    if revision is not None:
+        missing_revision = _revision_not_cached(model_id, revision)
+        if missing_revision is not None:
+            return missing_revision
+    weights = _private_standin(model_id, revision)
     if weights is not None:
         return _use_private_cache(model_id, weights, "HF_HUB_OFFLINE=1 forbids downloading it")
-    download = (f"run `hf download {model_id}` (older: `huggingface-cli download {model_id}`) on a machine with hub "
+    pinned = f"{model_id} --revision {revision}" if revision is not None else model_id
+    download = (f"run `hf download {pinned}` (older: `huggingface-cli download {pinned}`) on a machine with hub "
                 "access and copy the cache here")
     if model_id in known_model_ids():
         standin = "or create stand-ins with `qwen-docs standins`"
@@ -243,24 +281,38 @@ def _check_dtype(dtype: object) -> str | torch.dtype:
     return value
 
 
-def _config(source: str) -> Any:
+def _check_revision(source: str, revision: object) -> str | None:
+    """``None`` or a non-empty revision name, for a hub id: a local folder holds one version, whatever is asked."""
+    if revision is None:
+        return None
+    if not isinstance(revision, str) or not revision.strip():
+        raise InvalidArgumentError(f"revision={revision!r} is not a branch, tag or commit name",
+                                   "pass a commit hash, a branch or tag name such as 'main', or None for 'main'")
+    if Path(source).is_dir():
+        raise InvalidArgumentError(f"revision={revision!r} was given for the local folder {Path(source).resolve()}, "
+                                   "which holds one version of the files",
+                                   "drop revision=, or pass the hub id to load that revision from the hub cache")
+    return revision
+
+
+def _config(source: str, revision: str | None) -> Any:
     """The checkpoint's config, never running its code: custom code or an unknown ``model_type`` is one line."""
     try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+        return AutoConfig.from_pretrained(source, trust_remote_code=False, revision=revision)
     except ValueError as error:
-        replacement = _unloadable_config(source)
+        replacement = _unloadable_config(source, revision)
         if replacement is None:
             raise
         raise replacement from error
 
 
-def _unloadable_config(source: str) -> InvalidArgumentError | None:
+def _unloadable_config(source: str, revision: str | None) -> InvalidArgumentError | None:
     """Why transformers refused a config.json it read: custom code (``auto_map``) or a ``model_type`` it does not
     know (``None``: another reason, keep transformers' error)."""
     from transformers import CONFIG_MAPPING, PretrainedConfig, __version__
 
     try:
-        values, _ = PretrainedConfig.get_config_dict(source)
+        values, _ = PretrainedConfig.get_config_dict(source, revision=revision)
     except (OSError, ValueError):
         return None
     model_type = values.get("model_type")
@@ -333,6 +385,7 @@ def load_model(
     attn_implementation: str | None = None,
     strict_attention: bool = False,
     quantization: Preset | BitsAndBytesConfig | None = None,
+    revision: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``model_id`` (hub id or local folder) and its tokenizer, ready for batched chat.
 
@@ -347,6 +400,9 @@ def load_model(
       With ``"int8"`` (or an 8-bit config) bitsandbytes' warning that it casts bfloat16 inputs to float16 is
       said once instead of at every matmul (:func:`~qwen_docs_helpers.quantization.say_int8_casts_once`).
     - ``dtype`` is ``"auto"`` (the checkpoint's) or torch.bfloat16, float16, float32 or float64, or its name.
+    - ``revision`` pins a hub id to a commit (the one a page's stamp names), branch or tag, for the model and the
+      tokenizer alike; ``None`` is ``"main"``. Offline, a commit must be given in full, and a revision the cache
+      lacks raises :class:`ModelNotAvailableError` naming the ones it holds. A local folder takes none.
     - An empty id, a file, a folder without ``config.json``, a missing folder, a likely misspelling of a known
       id, an id missing from the cache offline (or online with no hub to reach while ``qwen-docs standins`` has it
       in its private cache: the error gives the ``export`` line), or a folder without tokenizer files raises
@@ -361,19 +417,21 @@ def load_model(
     """
     source = os.path.expanduser(os.fspath(model_id))
     _check_source(source)
+    revision = _check_revision(source, revision)
     dtype = _check_dtype(dtype)
     _check_device_map(device_map)
     attention, warning = _attention_policy(attn_implementation, strict_attention, None)
     if warning:
         warnings.warn(warning, AttentionFallbackWarning, stacklevel=2)
-    unreachable = _unreachable_but_private(source)
+    unreachable = _unreachable_but_private(source, revision)
     if unreachable is not None:
         raise unreachable
     try:
-        config = _config(source)
-        _require_safetensors(source)
+        config = _config(source, revision)
+        _require_safetensors(source, revision)
         quantization_config = _quantization_config(quantization, config.model_type, dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left", trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left", trust_remote_code=False,
+                                                  revision=revision)
         _require_tokenizer(source, tokenizer, config)
         extra: dict[str, Any] = {}
         if attention is not None:
@@ -381,12 +439,13 @@ def load_model(
         if quantization_config is not None:
             extra["quantization_config"] = quantization_config
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, device_map=device_map, use_safetensors=True, trust_remote_code=False, **extra
+            source, dtype=dtype, device_map=device_map, use_safetensors=True, trust_remote_code=False,
+            revision=revision, **extra
         )
     except QwenDocsError:
         raise
     except OSError as error:
-        replacement = _not_available(source)
+        replacement = _not_available(source, revision)
         if replacement is None:
             raise
         raise replacement from error
