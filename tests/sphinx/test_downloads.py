@@ -140,8 +140,23 @@ def test_header_gives_the_measured_peak_of_a_run_on_real_weights() -> None:
     assert ("its code ran on NVIDIA H100 80GB HBM3 with real weights and peaked at 44.5 GiB of GPU memory and "
             "3.0 GiB of RAM: the script needs about as much.") in header
     assert "GB;" not in header and "stand-in" not in header
+    assert "Weights:" not in header  # no commit recorded: nothing to say
     assert all(len(line) <= 100 for line in script.splitlines())
     assert _run(script)["x"] == 1  # the header is comments only
+
+
+def test_header_names_the_commit_of_the_real_weights_the_page_ran_on() -> None:
+    commit = "f2826a00ceef68f0f2b946d945ecc0477ce4450c"
+    facts = {
+        "device": "NVIDIA H100 80GB HBM3", "accelerator": "cuda", "weights": {IDS[0]: "real", IDS[1]: "standin"},
+        "revisions": {IDS[0]: commit}, "weight_bytes_bf16": SIZES, "peak": {"ram_bytes": 2**30, "gpu_bytes": 2**30},
+    }
+    script = script_from_notebook(_stamped(facts), title="Chat").text
+    assert (f"Weights: the page's outputs came from {IDS[0]} at commit {commit}. from_pretrained loads the newest "
+            "download you have; to run on the same files, pass it revision= with that commit.") in _header(script)
+    assert all(len(line) <= 100 for line in script.splitlines()) and _run(script)["x"] == 1
+    standins = {**facts, "weights": dict.fromkeys(IDS, "standin"), "revisions": {}}
+    assert "Weights:" not in _header(script_from_notebook(_stamped(standins)).text)
 
 
 def test_header_gives_model_sizes_when_the_run_used_standins() -> None:

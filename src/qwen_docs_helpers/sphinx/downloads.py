@@ -197,6 +197,18 @@ def memory_note(facts: Mapping[str, Any] | None) -> list[str]:
     return _header_paragraph(text)
 
 
+def weights_note(facts: Mapping[str, Any] | None) -> list[str]:
+    """Header lines naming the commit of each model's real weights the page ran on; none on stand-ins, whose
+    outputs no download reproduces."""
+    revisions: Mapping[str, str] = (facts or {}).get("revisions") or {}
+    if not revisions:
+        return []
+    listed = "; ".join(f"{model_id} at commit {revision}" for model_id, revision in revisions.items())
+    text = (f"Weights: the page's outputs came from {listed}. from_pretrained loads the newest download you have; "
+            "to run on the same files, pass it revision= with that commit.")
+    return _header_paragraph(text)
+
+
 def _them(files: Sequence[str]) -> tuple[str, str]:
     return ("it", "that path") if len(files) == 1 else ("them", "those paths")
 
@@ -237,8 +249,9 @@ def script_from_notebook(
         "# and the cells inside dropdowns included. Cells the page hides (its build checks and its",
         '# "executed on" stamp) are left out. "# %%" lines start cells (Jupytext, VS Code, Spyder).',
     ]
-    memory = memory_note(recorded_stamp_facts(notebook))
-    header += memory + files_note(files)
+    facts = recorded_stamp_facts(notebook)
+    memory = memory_note(facts)
+    header += memory + weights_note(facts) + files_note(files)
     if any(RAISES_TAG in _tags(cell) for _, cell in kept):
         header += ["", "import traceback"]
     parts = ["\n".join(header)]
