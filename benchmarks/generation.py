@@ -621,6 +621,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--new-tokens must be at least 2 (decoding speed is measured after the first token)")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # a line per int8 matmul on CPU, kernel notices
     warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+    # transformers' MoE dispatch calls an lru_cache'd version check that dynamo traces through: 12 lines of notice
+    # in the middle of the progress, about transformers' code, with nothing for the reader to do
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`-wrapped function")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
