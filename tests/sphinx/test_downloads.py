@@ -152,7 +152,7 @@ def test_header_names_the_commit_of_the_real_weights_the_page_ran_on() -> None:
         "revisions": {IDS[0]: commit}, "weight_bytes_bf16": SIZES, "peak": {"ram_bytes": 2**30, "gpu_bytes": 2**30},
     }
     script = script_from_notebook(_stamped(facts), title="Chat").text
-    assert (f"Weights: the page's outputs came from {IDS[0]} at commit {commit}. from_pretrained loads the newest "
+    assert (f"Weights: the page ran on {IDS[0]} at commit {commit}. from_pretrained loads the newest "
             "download you have; to run on the same files, pass it revision= with that commit.") in _header(script)
     assert all(len(line) <= 100 for line in script.splitlines()) and _run(script)["x"] == 1
     standins = {**facts, "weights": dict.fromkeys(IDS, "standin"), "revisions": {}}

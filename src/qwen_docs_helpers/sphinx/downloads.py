@@ -204,7 +204,7 @@ def weights_note(facts: Mapping[str, Any] | None) -> list[str]:
     if not revisions:
         return []
     listed = "; ".join(f"{model_id} at commit {revision}" for model_id, revision in revisions.items())
-    text = (f"Weights: the page's outputs came from {listed}. from_pretrained loads the newest download you have; "
+    text = (f"Weights: the page ran on {listed}. from_pretrained loads the newest download you have; "
             "to run on the same files, pass it revision= with that commit.")
     return _header_paragraph(text)
 
