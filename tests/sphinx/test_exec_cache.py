@@ -153,3 +153,25 @@ def test_kernels_get_a_private_quiet_ipython_directory(tmp_path: Path) -> None:
     config.write_text("c.IPKernelApp.log_level = 'DEBUG'\n")  # rewritten on the next build
     site.kernel_profile(tmp_path / "ipython")
     assert config.read_text() == site.KERNEL_CONFIG
+
+
+def test_old_runtimes_caches_are_removed_beyond_the_ones_used_last(tmp_path: Path) -> None:
+    import os
+
+    parent = tmp_path / ".jupyter_cache"
+    names = [f"cpu-{index:012x}" for index in range(12)]
+    for age, name in enumerate(names):  # names[0] used last
+        (parent / name).mkdir(parents=True)
+        os.utime(parent / name, (1e9 - age * 3600,) * 2)
+    (parent / "cpu-000000000000.damaged-20260101-000000").mkdir()  # kept aside on purpose: never deleted
+    (parent / "notes").mkdir()
+    current = parent / "cuda-ffffffffffff"  # this build's, new
+
+    removed = site.prune_runtime_caches(current, keep=8)
+    assert sorted(path.name for path in removed) == sorted(names[7:])
+    left = {path.name for path in parent.iterdir()}
+    assert left == {*names[:7], current.name, "cpu-000000000000.damaged-20260101-000000", "notes"}
+    # a cache used again is the newest, whatever its age
+    site.prune_runtime_caches(parent / names[6], keep=2)
+    assert {path.name for path in parent.iterdir() if path.name.startswith(("cpu-", "cuda-"))} == {
+        names[6], current.name, "cpu-000000000000.damaged-20260101-000000"}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -74,6 +76,10 @@ def prepare_models(app: Sphinx, config: Config) -> None:
         key = runtime_key(summary, data_digest(Path(app.confdir), config.qwen_docs_data_files))
         config.nb_execution_cache_path = str(Path(config.nb_execution_cache_path) / key)
         logger.info(f"[qwen-docs] execution cache for this runtime: {config.nb_execution_cache_path}")
+        removed = prune_runtime_caches(Path(config.nb_execution_cache_path))
+        if removed:
+            logger.info(f"[qwen-docs] removed the execution caches of {len(removed)} older runtimes (keeping the "
+                        f"{KEEP_RUNTIME_CACHES} used last)")
 
 
 def weights_signature(resolved: Iterable[Resolved]) -> str:
@@ -81,6 +87,27 @@ def weights_signature(resolved: Iterable[Resolved]) -> str:
     outputs of one download of real weights are never shown after a newer one (``hf download`` moved
     ``refs/main``), and the build's log names the commits it ran."""
     return ", ".join(f"{r.model_id}={r.weights}@{r.revision}" for r in resolved)
+
+
+#: How many runtimes' execution caches a build keeps, its own included: every edit of the helpers and every
+#: version change starts a new one, and the old ones would pile up unread.
+KEEP_RUNTIME_CACHES = 8
+_RUNTIME_CACHE_NAME = re.compile(r"(?:cpu|cuda)-[0-9a-f]{12}")  # what runtime_key names
+
+
+def prune_runtime_caches(current: Path, keep: int = KEEP_RUNTIME_CACHES) -> list[Path]:
+    """Mark ``current`` (this runtime's cache folder) as used now and delete the caches of other runtimes beyond
+    the ``keep`` used last (by folder time); returns the deleted folders. Only folders named like
+    :func:`runtime_key` are touched (a damaged cache moved aside is kept for inspection)."""
+    current.mkdir(parents=True, exist_ok=True)
+    os.utime(current)
+    others = [path for path in current.parent.iterdir()
+              if path.is_dir() and path != current and _RUNTIME_CACHE_NAME.fullmatch(path.name)]
+    others.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    removed = others[max(keep - 1, 0):]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def helpers_digest() -> str:
