@@ -467,6 +467,15 @@ def test_a_revision_the_cache_lacks_offline_names_the_ones_it_holds(standin_hub:
     assert "\n" not in str(caught.value)
 
 
+def test_a_cached_revision_that_fails_to_load_is_not_called_missing(standin_hub: dict[str, Path]) -> None:
+    from qwen_docs_helpers import loading
+
+    commit = standin_hub[DENSE_ID].name
+    assert loading._revision_not_cached(DENSE_ID, commit) is None
+    assert loading._revision_not_cached(DENSE_ID, "main") is None
+    assert loading._revision_not_cached(DENSE_ID, "v2.0") is not None
+
+
 def test_a_revision_of_an_uncached_id_offline_says_to_download_that_revision(standin_hub: dict[str, Path]) -> None:
     with pytest.raises(ModelNotAvailableError) as caught:
         load_model("Qwen/Qwen2-0.5B-Not-Here", revision="abc1234")

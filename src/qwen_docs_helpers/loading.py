@@ -207,9 +207,10 @@ def _cached_revisions(model_id: str) -> list[str]:
 
 def _revision_not_cached(model_id: str, revision: str) -> ModelNotAvailableError | None:
     """Offline, ``model_id`` is cached but not at ``revision``: name the revisions it is cached at (a commit
-    abbreviated here is given in full, since only the hub can expand one); ``None`` when it is not cached at all."""
+    abbreviated here is given in full, since only the hub can expand one); ``None`` when it is not cached at all,
+    or is cached at ``revision`` (the load failed for another reason)."""
     cached = _cached_revisions(model_id)
-    if not cached:
+    if not cached or revision in cached:
         return None
     problem = f"{model_id} is in the Hugging Face cache, but not at revision {revision!r}, and HF_HUB_OFFLINE=1 " \
               "forbids downloading it"
