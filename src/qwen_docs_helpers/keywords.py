@@ -1,7 +1,7 @@
 """Python's "unexpected keyword argument", turned into an error that says what to pass instead.
 
 Readers bring the options of the calls a helper replaces: ``torch_dtype=`` (transformers 4's name for
-``dtype``), ``quantization_config=`` or ``revision=`` for :func:`~qwen_docs_helpers.loading.load_model`.
+``dtype``), ``quantization_config=`` or ``load_in_4bit=`` for :func:`~qwen_docs_helpers.loading.load_model`.
 Python names the argument and nothing more; the helpers name the argument to use, or the call that takes it.
 Hand-written: no library maps one API's argument names onto another's.
 """

@@ -78,7 +78,7 @@ def choose_attention(requested: str | None, strict: bool = False, *, flash_avail
     return choice
 
 
-def _snapshot_folder(model_id: str, revision: str | None = None) -> Path | None:
+def _snapshot_folder(model_id: str, revision: str | None) -> Path | None:
     """The local folder holding ``model_id``'s files: the path itself, or its snapshot in the hub cache."""
     if Path(model_id).is_dir():
         return Path(model_id)
@@ -142,7 +142,7 @@ def _check_device_map(device_map: object) -> None:
                                "pass device_map='auto' (a GPU when there is one, else the CPU) or device_map='cpu'")
 
 
-def _private_standin(model_id: str, revision: str | None = None) -> str | None:
+def _private_standin(model_id: str, revision: str | None) -> str | None:
     """What the private cache of ``qwen-docs standins`` holds for ``model_id`` (``"real"``, ``"standin"``), when
     it is not the hub cache in use (and holds ``revision``, if one is asked for); else ``None``."""
     from huggingface_hub import constants
@@ -225,7 +225,7 @@ def _revision_not_cached(model_id: str, revision: str) -> ModelNotAvailableError
     )
 
 
-def _not_available(model_id: str, revision: str | None = None) -> ModelNotAvailableError | None:
+def _not_available(model_id: str, revision: str | None) -> ModelNotAvailableError | None:
     """The error for a missing folder, a likely typo of a known id, or an id missing from the cache offline (at
     ``revision``, when one is asked for; ``None``: keep transformers')."""
     if Path(model_id).is_dir():
