@@ -328,3 +328,46 @@ def test_stop_strings_on_the_fast_path(dense_fp32: tuple, clean: None) -> None:
     assert fast.generate_replies([SHORT, OTHER], **kwargs) == expected
     with pytest.raises(InvalidArgumentError, match=r"^num_return_sequences=2"):
         fast.generate_replies([SHORT, OTHER], do_sample=True, num_return_sequences=2)
+
+
+def test_a_generation_past_the_context_is_refused_before_its_cache_is_allocated(
+    dense_fp32: tuple, clean: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer = dense_fp32
+    inputs = encode_chat(tokenizer, [SHORT])
+    length = inputs["input_ids"].shape[1]
+    assert bucket_length(length) > length + 8, "the bucket padding must pass the context for this test"
+    monkeypatch.setattr(model.config, "max_position_embeddings", length + 8)
+    fast = prepare_fast(model, tokenizer, compile=False)
+    args = (inputs["input_ids"], inputs["attention_mask"])
+    # Up to the context it runs, and the bucket padding (positions from the mask) does not count against it.
+    assert torch.equal(fast.generate(*args, max_new_tokens=8, do_sample=False, min_new_tokens=8),
+                       model.generate(**inputs, max_new_tokens=8, do_sample=False, min_new_tokens=8))
+    fast.clear_caches()
+    with pytest.raises(InvalidArgumentError) as caught:
+        fast.generate(*args, max_new_tokens=9, do_sample=False)
+    assert caught.value.problem.startswith(f"the prompt's {length} tokens and 9 new ones need {length + 9} positions")
+    assert caught.value.fix.startswith("pass max_new_tokens=8 or fewer, or, for a longer context, turn on YaRN")
+    assert fast._caches == {}  # refused before the static cache was allocated
+    with pytest.raises(InvalidArgumentError, match="max_new_tokens=8 or fewer"):  # a total length alike
+        fast.generate(*args, generation_config=GenerationConfig(do_sample=False, max_length=length + 9))
+    monkeypatch.setattr(model.config, "max_position_embeddings", length)
+    with pytest.raises(InvalidArgumentError, match=r"^the prompt has \d+ tokens .* leaves none for the reply: shorten"):
+        fast.reply(SHORT, max_new_tokens=1)
+
+
+def test_context_length_follows_the_rope_scaling() -> None:
+    from transformers import Qwen2Config, Qwen2MoeConfig
+
+    from qwen_docs_helpers.fast import context_length
+    from qwen_docs_helpers.published import published_config
+
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1e6}
+    assert context_length(published_config("Qwen/Qwen2-7B-Instruct")) == 32768
+    assert context_length(published_config("Qwen/Qwen1.5-MoE-A2.7B-Chat")) == 8192
+    # Qwen's instructions: YaRN added, max_position_embeddings left at 32,768; this site's: both set.
+    assert context_length(Qwen2Config(max_position_embeddings=32768, rope_parameters=yarn)) == 131072
+    assert context_length(Qwen2Config(max_position_embeddings=131072, rope_parameters=yarn)) == 131072
+    assert context_length(Qwen2MoeConfig(max_position_embeddings=8192,
+                                         rope_parameters={"rope_type": "linear", "factor": 2.0})) == 16384
+    assert context_length(Qwen2Config(rope_parameters={"rope_type": "dynamic", "factor": 2.0})) is None
