@@ -199,6 +199,28 @@ def test_invalid_input_is_rejected_before_generating(no_generate: tuple) -> None
         reply(model, tokenizer, CONVERSATIONS[0], max_new_tokens=0)
 
 
+def test_a_prompt_that_fills_the_context_is_refused_before_generating(no_generate: tuple,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    model, tokenizer = no_generate
+    longest = encode_chat(tokenizer, CONVERSATIONS)["input_ids"].shape[1]
+    monkeypatch.setattr(model.config, "max_position_embeddings", longest)
+    with pytest.raises(InvalidArgumentError, match=rf"^the prompt has {longest} tokens and the model's context is "
+                                                   rf"{longest} positions, which leaves none for the reply: shorten"):
+        generate_replies(model, tokenizer, CONVERSATIONS)
+
+
+def test_the_plain_path_does_not_refuse_new_tokens_past_the_context(dense_fp32: tuple,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unlike the fast path, which allocates its cache up front: a long max_new_tokens is an upper bound, and
+    generate warns if it really passes the context."""
+    model, tokenizer = dense_fp32
+    length = encode_chat(tokenizer, [CONVERSATIONS[0]])["input_ids"].shape[1]
+    monkeypatch.setattr(model.config, "max_position_embeddings", length + 1)
+    expected = reply(model, tokenizer, CONVERSATIONS[0], max_new_tokens=4, do_sample=False)
+    monkeypatch.undo()
+    assert expected == reply(model, tokenizer, CONVERSATIONS[0], max_new_tokens=4, do_sample=False)
+
+
 # --- generate arguments the helpers pass on, or refuse ------------------------------------------------------
 
 

@@ -355,19 +355,3 @@ def test_a_generation_past_the_context_is_refused_before_its_cache_is_allocated(
     with pytest.raises(InvalidArgumentError, match=r"^the prompt has \d+ tokens .* leaves none for the reply: shorten"):
         fast.reply(SHORT, max_new_tokens=1)
 
-
-def test_context_length_follows_the_rope_scaling() -> None:
-    from transformers import Qwen2Config, Qwen2MoeConfig
-
-    from qwen_docs_helpers.fast import context_length
-    from qwen_docs_helpers.published import published_config
-
-    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1e6}
-    assert context_length(published_config("Qwen/Qwen2-7B-Instruct")) == 32768
-    assert context_length(published_config("Qwen/Qwen1.5-MoE-A2.7B-Chat")) == 8192
-    # Qwen's instructions: YaRN added, max_position_embeddings left at 32,768; this site's: both set.
-    assert context_length(Qwen2Config(max_position_embeddings=32768, rope_parameters=yarn)) == 131072
-    assert context_length(Qwen2Config(max_position_embeddings=131072, rope_parameters=yarn)) == 131072
-    assert context_length(Qwen2MoeConfig(max_position_embeddings=8192,
-                                         rope_parameters={"rope_type": "linear", "factor": 2.0})) == 16384
-    assert context_length(Qwen2Config(rope_parameters={"rope_type": "dynamic", "factor": 2.0})) is None

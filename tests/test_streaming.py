@@ -138,6 +138,16 @@ def test_arguments_are_checked_before_a_thread_starts(dense_fp32: tuple, baselin
     assert threading.active_count() == baseline
 
 
+def test_a_prompt_that_fills_the_context_is_refused_before_a_thread_starts(
+    dense_fp32: tuple, baseline: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer = dense_fp32
+    monkeypatch.setattr(model.config, "max_position_embeddings", 4)
+    with pytest.raises(InvalidArgumentError, match=r"^the prompt has \d+ tokens and the model's context is 4 "):
+        stream_reply(model, tokenizer, MESSAGES)
+    assert threading.active_count() == baseline
+
+
 def test_beam_search_is_refused_before_streaming(dense_fp32: tuple, baseline: int) -> None:
     """transformers' streamers take one sequence: without the check, beam search fails only mid-iteration."""
     from transformers import GenerationConfig

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import copy
 import pickle
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from transformers import GenerationConfig
+from transformers import GenerationConfig, Qwen2Config, Qwen2MoeConfig
 
 from qwen_docs_helpers import errors
 from qwen_docs_helpers.errors import InvalidArgumentError, InvalidMessagesError, QwenDocsError
 from qwen_docs_helpers.validation import (
     ROLES,
+    context_length,
     validate_batch,
+    validate_context,
     validate_max_new_tokens,
     validate_messages,
     validate_reply_kwargs,
@@ -288,3 +291,35 @@ def test_arguments_generate_or_the_model_take_are_not_misspellings(dense_fp32: t
     validate_reply_kwargs({"output_router_logits": False}, moe_fp32[0])  # a Qwen2-MoE forward argument
     validate_reply_kwargs({"banana": 1}, dense_fp32[0])  # close to nothing: generate lists it itself
     validate_reply_kwargs({"max_new_token": 1})  # without the model there is nothing to check names against
+
+
+def test_context_length_follows_the_rope_scaling() -> None:
+    from qwen_docs_helpers.published import published_config
+
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1e6}
+    assert context_length(published_config("Qwen/Qwen2-7B-Instruct")) == 32768
+    assert context_length(published_config("Qwen/Qwen1.5-MoE-A2.7B-Chat")) == 8192
+    # Qwen's instructions: YaRN added, max_position_embeddings left at 32,768; this site's: both set.
+    assert context_length(Qwen2Config(max_position_embeddings=32768, rope_parameters=yarn)) == 131072
+    assert context_length(Qwen2Config(max_position_embeddings=131072, rope_parameters=yarn)) == 131072
+    assert context_length(Qwen2MoeConfig(max_position_embeddings=8192,
+                                         rope_parameters={"rope_type": "linear", "factor": 2.0})) == 16384
+    assert context_length(Qwen2Config(rope_parameters={"rope_type": "dynamic", "factor": 2.0})) is None
+
+
+def test_validate_context_refuses_a_full_prompt_and_an_overlong_total() -> None:
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 100, "rope_theta": 1e6}
+    model = SimpleNamespace(config=Qwen2Config(max_position_embeddings=100, rope_parameters=yarn))
+    validate_context(model, 399)  # type: ignore[arg-type]  # YaRN: 400 positions
+    validate_context(model, 300, 400)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError) as caught:
+        validate_context(model, 400)  # type: ignore[arg-type]
+    assert str(caught.value) == ("the prompt has 400 tokens and the model's context is 400 positions, which leaves "
+                                 "none for the reply: shorten the conversation, or, for a longer context, turn on "
+                                 "YaRN rope scaling in the configuration's rope_parameters")
+    with pytest.raises(InvalidArgumentError) as caught:
+        validate_context(model, 300, 401, why="; because")  # type: ignore[arg-type]
+    assert str(caught.value).startswith("the prompt's 300 tokens and 101 new ones need 401 positions, past the "
+                                        "model's context of 400; because: pass max_new_tokens=100 or fewer, or, ")
+    dynamic = SimpleNamespace(config=Qwen2Config(rope_parameters={"rope_type": "dynamic", "factor": 2.0}))
+    validate_context(dynamic, 10**6, 10**7)  # type: ignore[arg-type]  # no limit to check against

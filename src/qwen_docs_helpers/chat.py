@@ -17,6 +17,7 @@ from .errors import InvalidArgumentError
 from .validation import (
     generate_method,
     validate_batch,
+    validate_context,
     validate_max_new_tokens,
     validate_messages,
     validate_reply_kwargs,
@@ -64,6 +65,7 @@ def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conver
     generate = generate_method(model)
     validate_reply_kwargs(generate_kwargs, model)
     inputs = encode_chat(tokenizer, conversations).to(model.device)
+    validate_context(model, inputs["input_ids"].shape[1])
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
         generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
     generate_kwargs.setdefault("tokenizer", tokenizer)  # generate needs it for stop_strings
@@ -89,7 +91,9 @@ def generate_replies(
     per conversation, special tokens removed. Raises :class:`~qwen_docs_helpers.errors.InvalidMessagesError`
     for malformed conversations, and :class:`~qwen_docs_helpers.errors.InvalidArgumentError` for the arguments
     :func:`~qwen_docs_helpers.validation.validate_reply_kwargs` refuses: ``max_length`` (pass ``max_new_tokens``),
-    ``num_return_sequences`` > 1, ``temperature=0`` while sampling (pass ``do_sample=False``), a misspelt name.
+    ``num_return_sequences`` > 1, ``temperature=0`` while sampling (pass ``do_sample=False``), a misspelt name;
+    and for a prompt that leaves no room in the model's context
+    (:func:`~qwen_docs_helpers.validation.validate_context`).
     """
     validate_batch(conversations)
     return _generate(model, tokenizer, conversations, validate_max_new_tokens(max_new_tokens), generate_kwargs)

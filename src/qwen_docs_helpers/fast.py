@@ -39,14 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers import (
-    CompileConfig,
-    GenerationConfig,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    StaticCache,
-)
+from transformers import CompileConfig, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StaticCache
 
 from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
 from .errors import InvalidArgumentError
@@ -54,6 +47,7 @@ from .keywords import explain_unknown_keywords
 from .validation import (
     generate_method,
     validate_batch,
+    validate_context,
     validate_max_new_tokens,
     validate_messages,
     validate_reply_kwargs,
@@ -65,7 +59,6 @@ __all__ = [
     "DEFAULT_BUCKETS",
     "FastGenerator",
     "bucket_length",
-    "context_length",
     "pad_to_bucket",
     "prepare_fast",
 ]
@@ -80,31 +73,8 @@ COMPILING_DEVICES = ("cuda", "xpu", "neuron", "tpu")
 #: from the model's generation config).
 _SAMPLING_NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "epsilon_cutoff": 0.0,
                      "eta_cutoff": 0.0}
-#: Rope types whose ``factor`` stretches the positions the model was trained on to a fixed, longer context
-#: (transformers' names; ``"dynamic"`` rescales with the length instead and sets no limit of its own).
-_STRETCHING_ROPE = frozenset({"linear", "yarn", "longrope", "llama3"})
 #: transformers' model-agnostic ``max_length``: with none set anywhere, ``generate`` makes this many new tokens.
 _DEFAULT_MAX_LENGTH = 20
-
-
-def context_length(config: PretrainedConfig) -> int | None:
-    """The positions a model's configuration is set up for, prompt and reply together, or ``None`` if it says none.
-
-    That is ``max_position_embeddings`` or, with YaRN (or another rope scaling with a fixed ``factor``), ``factor``
-    times ``original_max_position_embeddings`` if that is more: Qwen's instructions for 128k contexts add YaRN to
-    ``config.json`` and leave ``max_position_embeddings`` at 32,768.
-    """
-    text = config.get_text_config(decoder=True)
-    limit = getattr(text, "max_position_embeddings", None)
-    if not isinstance(limit, int):
-        return None
-    rope = getattr(text, "rope_parameters", None) or {}
-    if rope.get("rope_type") == "dynamic":
-        return None
-    if rope.get("rope_type") in _STRETCHING_ROPE and rope.get("factor"):
-        original = rope.get("original_max_position_embeddings") or limit
-        limit = max(limit, int(rope["factor"] * original))
-    return limit
 
 
 def _check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
@@ -303,7 +273,9 @@ class FastGenerator:
         # The cache generate would build: (max_length - 1) tokens for max(num_beams, num_return_sequences) copies.
         length = input_ids.shape[1]
         max_length = self._shift_lengths(config, length, added)
-        self._check_context(length - added, max_length - added)
+        # Its static cache is allocated for the whole length at once: refuse one past the context before that.
+        validate_context(self.model, length - added, max_length - added,
+                         why="; the fast path allocates its static cache for all of them before the first token")
         copies = max(config.num_beams or 1, config.num_return_sequences or 1)
         cache = self.static_cache(input_ids.shape[0] * copies, max(max_length - 1, length))
         config.cache_implementation = None  # the cache is passed in: generate refuses both
@@ -332,22 +304,6 @@ class FastGenerator:
                                        f"config's max_length={max_length}", "pass max_new_tokens")
         config.max_length = max_length + added
         return int(config.max_length)
-
-    def _check_context(self, prompt: int, total: int) -> None:
-        """Refuse a generation longer than the model's context: its static cache would be allocated for all of it
-        before the first token (tens of GiB for a long ``max_new_tokens``), for positions the model was not made
-        for. (Plain ``generate`` grows its cache as it goes and only warns once it passes the context.)"""
-        limit = context_length(self.model.config)
-        if limit is None or total <= limit:
-            return
-        longer = "or, for a longer context, turn on YaRN rope scaling in the configuration's rope_parameters"
-        if prompt >= limit:
-            raise InvalidArgumentError(f"the prompt has {prompt} tokens and the model's context is {limit} positions, "
-                                       "which leaves none for the reply", f"shorten the conversation, {longer}")
-        raise InvalidArgumentError(
-            f"the prompt's {prompt} tokens and {total - prompt} new ones need {total} positions, past the model's "
-            f"context of {limit}; the fast path allocates its static cache for all of them before the first token",
-            f"pass max_new_tokens={limit - prompt} or fewer, {longer}")
 
     @staticmethod
     def _default_new_tokens(config: GenerationConfig, prompt_length: int) -> int:

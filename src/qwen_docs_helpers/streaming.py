@@ -28,6 +28,7 @@ from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
 from .errors import InvalidArgumentError, StreamTimeoutError
 from .validation import (
     generate_method,
+    validate_context,
     validate_max_new_tokens,
     validate_messages,
     validate_reply_kwargs,
@@ -175,6 +176,7 @@ def stream_reply(
     _refuse_beams(model, generate_kwargs)
     timeout = validate_timeout(timeout)
     inputs = encode_chat(tokenizer, [messages]).to(model.device)
+    validate_context(model, inputs["input_ids"].shape[1])  # here, not in the thread
     return ChatStream(model, tokenizer,
                       {**inputs, "max_new_tokens": max_new_tokens, "tokenizer": tokenizer, **generate_kwargs},
                       timeout=timeout)

@@ -16,12 +16,14 @@ from .errors import InvalidArgumentError, InvalidMessagesError
 from .keywords import closest_name
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from transformers import PretrainedConfig, PreTrainedModel
 
 __all__ = [
     "ROLES",
+    "context_length",
     "generate_method",
     "validate_batch",
+    "validate_context",
     "validate_max_new_tokens",
     "validate_messages",
     "validate_reply_kwargs",
@@ -34,6 +36,12 @@ _T = TypeVar("_T")
 
 #: Roles the Qwen2 ChatML template (and transformers' chat templates in general) understand.
 ROLES = ("system", "user", "assistant", "tool")
+
+#: Rope types whose ``factor`` stretches the positions the model was trained on to a fixed, longer context
+#: (transformers' names; ``"dynamic"`` rescales with the length instead and sets no limit of its own).
+_STRETCHING_ROPE = frozenset({"linear", "yarn", "longrope", "llama3"})
+#: How to get more positions than a configuration has (the end of the fixes of :func:`validate_context`).
+_LONGER_CONTEXT = "or, for a longer context, turn on YaRN rope scaling in the configuration's rope_parameters"
 
 _MESSAGE_FIX = "give every message a 'role' and a 'content' string"
 _ROLE_FIX = f"use one of {', '.join(repr(role) for role in ROLES)}"
@@ -122,6 +130,45 @@ def validate_max_new_tokens(max_new_tokens: Any) -> int:
         raise InvalidArgumentError(f"max_new_tokens is {max_new_tokens}",
                                    "pass a positive number of tokens, e.g. max_new_tokens=512")
     return int(max_new_tokens)
+
+
+def context_length(config: PretrainedConfig) -> int | None:
+    """The positions a model's configuration is set up for, prompt and reply together, or ``None`` if it says none.
+
+    That is ``max_position_embeddings`` or, with YaRN (or another rope scaling with a fixed ``factor``), ``factor``
+    times ``original_max_position_embeddings`` if that is more: Qwen's instructions for 128k contexts add YaRN to
+    ``config.json`` and leave ``max_position_embeddings`` at 32,768.
+    """
+    text = config.get_text_config(decoder=True)
+    limit = getattr(text, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return None
+    rope = getattr(text, "rope_parameters", None) or {}
+    if rope.get("rope_type") == "dynamic":
+        return None
+    if rope.get("rope_type") in _STRETCHING_ROPE and rope.get("factor"):
+        original = rope.get("original_max_position_embeddings") or limit
+        limit = max(limit, int(rope["factor"] * original))
+    return limit
+
+
+def validate_context(model: PreTrainedModel, prompt_tokens: int, total_tokens: int | None = None, *,
+                     why: str = "") -> None:
+    """Refuse a prompt that fills the model's context (:func:`context_length`), where every token of the reply
+    would sit at a position the model is not set up for (``generate`` only warns once it has passed the
+    context), and, given ``total_tokens`` (prompt and reply), a generation that would pass it; ``why`` says
+    in the error why that is refused."""
+    limit = context_length(model.config)
+    if limit is None:
+        return
+    if prompt_tokens >= limit:
+        raise InvalidArgumentError(f"the prompt has {prompt_tokens} tokens and the model's context is {limit} "
+                                   "positions, which leaves none for the reply",
+                                   f"shorten the conversation, {_LONGER_CONTEXT}")
+    if total_tokens is not None and total_tokens > limit:
+        raise InvalidArgumentError(f"the prompt's {prompt_tokens} tokens and {total_tokens - prompt_tokens} new ones "
+                                   f"need {total_tokens} positions, past the model's context of {limit}{why}",
+                                   f"pass max_new_tokens={limit - prompt_tokens} or fewer, {_LONGER_CONTEXT}")
 
 
 def validate_reply_kwargs(generate_kwargs: Mapping[str, Any], model: PreTrainedModel | None = None) -> None:
