@@ -247,6 +247,8 @@ class FastGenerator:
         model's generation config (or a ``generation_config=`` passed in), as with ``model.generate``; the
         config's ``max_length`` and ``min_length`` count the prompt without its bucket padding, as they do there.
         With no length anywhere it makes 20 new tokens and warns, as ``model.generate`` does for the same prompt.
+        A prompt and length that need more positions than the model's context are refused before the static cache
+        is allocated (:func:`~qwen_docs_helpers.validation.validate_context`).
         """
         if "max_length" in generate_kwargs:
             raise InvalidArgumentError("max_length counts the bucket padding on the fast path",
