@@ -4,6 +4,8 @@ A malformed conversation otherwise fails deep inside the Jinja chat template (``
 attribute 'content'``) or, worse, renders a wrong prompt without failing at all; and a single conversation
 passed where a batch is expected is silently read as a batch of messages. These checks name the offending
 index and say how to fix it, in one line. They only read their input: valid input is returned as is.
+:func:`validate_context` does the same for a prompt the model's context cannot hold, where ``generate``
+would only warn once it had gone past it.
 """
 
 from __future__ import annotations
