@@ -354,4 +354,3 @@ def test_a_generation_past_the_context_is_refused_before_its_cache_is_allocated(
     monkeypatch.setattr(model.config, "max_position_embeddings", length)
     with pytest.raises(InvalidArgumentError, match=r"^the prompt has \d+ tokens .* leaves none for the reply: shorten"):
         fast.reply(SHORT, max_new_tokens=1)
-

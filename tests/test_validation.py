@@ -14,6 +14,7 @@ from transformers import GenerationConfig, Qwen2Config, Qwen2MoeConfig
 
 from qwen_docs_helpers import errors
 from qwen_docs_helpers.errors import InvalidArgumentError, InvalidMessagesError, QwenDocsError
+from qwen_docs_helpers.published import published_config
 from qwen_docs_helpers.validation import (
     ROLES,
     context_length,
@@ -294,8 +295,6 @@ def test_arguments_generate_or_the_model_take_are_not_misspellings(dense_fp32: t
 
 
 def test_context_length_follows_the_rope_scaling() -> None:
-    from qwen_docs_helpers.published import published_config
-
     yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1e6}
     assert context_length(published_config("Qwen/Qwen2-7B-Instruct")) == 32768
     assert context_length(published_config("Qwen/Qwen1.5-MoE-A2.7B-Chat")) == 8192
