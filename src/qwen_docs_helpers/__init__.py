@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AttentionUnavailableError,
+    InsufficientMemoryError,
     InvalidArgumentError,
     InvalidMessagesError,
     MissingExtraError,
@@ -56,6 +57,7 @@ __all__ = [
     "AttentionFallbackWarning",
     "AttentionUnavailableError",
     "ChatStream",
+    "InsufficientMemoryError",
     "InvalidArgumentError",
     "InvalidMessagesError",
     "MissingExtraError",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "AttentionUnavailableError",
+    "InsufficientMemoryError",
     "InvalidArgumentError",
     "InvalidMessagesError",
     "MissingExtraError",
@@ -56,6 +57,11 @@ class UnknownArgumentError(InvalidArgumentError, TypeError):
 
     A ``TypeError``, as Python's own "unexpected keyword argument" is, and an :class:`InvalidArgumentError`.
     """
+
+
+class InsufficientMemoryError(QwenDocsError, MemoryError):
+    """Something the helpers allocate at once (the fast path's static KV cache) is larger than the memory the device
+    has left; refused before anything is allocated."""
 
 
 class ModelNotAvailableError(QwenDocsError, OSError):
