@@ -9,18 +9,20 @@ dynamo graph capture with ``fullgraph=True``, without inductor's code generation
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
-from transformers import CompileConfig, GenerationConfig
+from transformers import CompileConfig, GenerationConfig, StaticCache
 
 from qwen_docs_helpers import checks
 from qwen_docs_helpers.chat import encode_chat, generate_replies
-from qwen_docs_helpers.errors import InvalidArgumentError, UnknownArgumentError
+from qwen_docs_helpers.errors import InsufficientMemoryError, InvalidArgumentError, UnknownArgumentError
 from qwen_docs_helpers.fast import DEFAULT_BUCKETS, bucket_length, pad_to_bucket, prepare_fast
+from qwen_docs_helpers.memory import available_bytes, static_cache_bytes
 
 SHORT = [{"role": "user", "content": "Hi"}]
 LONG = [{"role": "user", "content": "Give me a short introduction to large language models, with examples."}]
@@ -354,3 +356,89 @@ def test_a_generation_past_the_context_is_refused_before_its_cache_is_allocated(
     monkeypatch.setattr(model.config, "max_position_embeddings", length)
     with pytest.raises(InvalidArgumentError, match=r"^the prompt has \d+ tokens .* leaves none for the reply: shorten"):
         fast.reply(SHORT, max_new_tokens=1)
+
+
+def _cache_bytes(cache: Any) -> int:
+    """What transformers allocated for a static cache: the bytes of its keys and values tensors."""
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+
+
+def _with_memory_left(monkeypatch: pytest.MonkeyPatch, available: int) -> None:
+    monkeypatch.setattr("qwen_docs_helpers.fast.available_bytes", lambda device: available)
+
+
+def test_a_cache_larger_than_this_machines_memory_is_refused_before_it_is_allocated(
+    dense_fp32: tuple, clean: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On this machine's real memory: a static cache of terabytes is refused with the size of both and the longest
+    reply that fits, and nothing is allocated. (Without the check, allocating it fails with the allocator's own
+    error: each layer's tensors alone are larger than the machine. A cache a few times the machine's memory would
+    be allocated layer by layer, in tensors that each fit, and the OOM killer would end the tests.)"""
+    model, tokenizer = dense_fp32
+    monkeypatch.setattr(model.config, "max_position_embeddings", 2**40)  # the context check lets it through
+    fast = prepare_fast(model, tokenizer, compile=False)
+    inputs = encode_chat(tokenizer, [SHORT])
+    new_tokens = 2**36
+    with pytest.raises(InsufficientMemoryError) as caught:
+        fast.generate(inputs["input_ids"], inputs["attention_mask"], max_new_tokens=new_tokens, do_sample=False)
+    assert isinstance(caught.value, MemoryError)
+    assert re.fullmatch(rf"the fast path's static KV cache for 1 sequence of {new_tokens + 63:,} positions needs "
+                        r"[\d.]+ GiB, and cpu has [\d.]+ GiB left", caught.value.problem), caught.value.problem
+    fits = re.fullmatch(r"pass max_new_tokens=(\d+) or fewer, or fewer conversations at once", caught.value.fix)
+    assert fits, caught.value.fix
+    per_position = static_cache_bytes(StaticCache(config=model.config, max_cache_len=1), model.config, 1, torch.float32)
+    left = (int(fits[1]) + 63) * per_position  # the memory the longest reply that fits takes
+    assert 0.8 < left / available_bytes("cpu") <= 1.2  # what is left moves a little while the tests run
+    assert fast._caches == {}
+
+
+def test_the_largest_cache_that_fits_runs_and_one_more_token_is_refused(
+    dense_fp32: tuple, clean: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal's max_new_tokens is exact: with memory left for just that cache, it runs (and gives the plain
+    path's tokens, bucket padding counted), one token more is refused; a held cache long enough is reused without
+    a check, since nothing is allocated."""
+    model, tokenizer = dense_fp32
+    fast = prepare_fast(model, tokenizer, compile=False)
+    inputs = encode_chat(tokenizer, [SHORT])
+    args = (inputs["input_ids"], inputs["attention_mask"])
+    fast.generate(*args, max_new_tokens=6, do_sample=False)
+    ((length, cache),) = fast._caches.values()
+    assert length == DEFAULT_BUCKETS[0] + 5  # the padded prompt and all new tokens but the last
+    exactly = _cache_bytes(cache)
+    fast.clear_caches()
+    _with_memory_left(monkeypatch, exactly)
+    with pytest.raises(InsufficientMemoryError) as caught:
+        fast.generate(*args, max_new_tokens=7, do_sample=False)
+    assert caught.value.fix == "pass max_new_tokens=6 or fewer, or fewer conversations at once"
+    assert fast._caches == {}
+    assert torch.equal(fast.generate(*args, max_new_tokens=6, do_sample=False, min_new_tokens=6),
+                       model.generate(**inputs, max_new_tokens=6, do_sample=False, min_new_tokens=6))
+    assert _cache_bytes(fast._caches[1][1]) == exactly
+    _with_memory_left(monkeypatch, 0)
+    assert fast.generate(*args, max_new_tokens=3, do_sample=False).shape[1] <= inputs["input_ids"].shape[1] + 3
+
+
+def test_a_refusal_names_the_caches_the_generator_holds_and_a_prompt_that_cannot_fit(
+    dense_fp32: tuple, clean: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer = dense_fp32
+    fast = prepare_fast(model, tokenizer, compile=False)
+    fast.reply(SHORT, max_new_tokens=4, do_sample=False)
+    held = _cache_bytes(fast._caches[1][1])
+    _with_memory_left(monkeypatch, held)
+    with pytest.raises(InsufficientMemoryError) as caught:
+        fast.generate_replies([SHORT, OTHER], max_new_tokens=4, do_sample=False)
+    assert caught.value.problem.startswith("the fast path's static KV cache for 2 sequences of 67 positions needs ")
+    freed = f", or call clear_caches() to free the {held / 2**20:.1f} MiB of this generator's other caches"
+    assert caught.value.fix.endswith(freed), caught.value.fix
+    assert sorted(fast._caches) == [1]  # the refused cache is not kept
+    _with_memory_left(monkeypatch, 1)
+    fast.clear_caches()
+    with pytest.raises(InsufficientMemoryError, match=r"left: the prompt alone does not fit: pass fewer or shorter "
+                                                      r"conversations$"):
+        fast.reply(SHORT, max_new_tokens=4)
+    # A model spread over several devices spreads its cache too: one device's memory says nothing, so no check.
+    monkeypatch.setattr(model, "hf_device_map", {"model.embed_tokens": 0, "lm_head": 1}, raising=False)
+    assert fast.reply(SHORT, max_new_tokens=4, do_sample=False) == generate_replies(
+        model, tokenizer, [SHORT], max_new_tokens=4, do_sample=False)[0]

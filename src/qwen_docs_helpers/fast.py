@@ -42,8 +42,9 @@ import torch
 from transformers import CompileConfig, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StaticCache
 
 from .chat import DEFAULT_MAX_NEW_TOKENS, Conversation, encode_chat
-from .errors import InvalidArgumentError
+from .errors import InsufficientMemoryError, InvalidArgumentError
 from .keywords import explain_unknown_keywords
+from .memory import available_bytes, static_cache_bytes
 from .validation import (
     generate_method,
     validate_batch,
@@ -248,7 +249,9 @@ class FastGenerator:
         config's ``max_length`` and ``min_length`` count the prompt without its bucket padding, as they do there.
         With no length anywhere it makes 20 new tokens and warns, as ``model.generate`` does for the same prompt.
         A prompt and length that need more positions than the model's context are refused before the static cache
-        is allocated (:func:`~qwen_docs_helpers.validation.validate_context`).
+        is allocated (:func:`~qwen_docs_helpers.validation.validate_context`), and so is a new static cache larger
+        than the memory the model's device has left (:class:`~qwen_docs_helpers.errors.InsufficientMemoryError`,
+        with the longest ``max_new_tokens`` that fits; :mod:`qwen_docs_helpers.memory`).
         """
         if "max_length" in generate_kwargs:
             raise InvalidArgumentError("max_length counts the bucket padding on the fast path",
@@ -279,7 +282,10 @@ class FastGenerator:
         validate_context(self.model, length - added, max_length - added,
                          why="; the fast path allocates its static cache for all of them before the first token")
         copies = max(config.num_beams or 1, config.num_return_sequences or 1)
-        cache = self.static_cache(input_ids.shape[0] * copies, max(max_length - 1, length))
+        batch_size, cache_length = input_ids.shape[0] * copies, max(max_length - 1, length)
+        cache = self.static_cache(batch_size, cache_length)
+        if not cache.is_initialized:  # a new cache: refuse one that cannot fit before generate allocates it
+            self._refuse_too_large(batch_size, cache_length, length)
         config.cache_implementation = None  # the cache is passed in: generate refuses both
         with self.implementations():
             output = self._generate(input_ids=input_ids, attention_mask=attention_mask,
@@ -288,6 +294,45 @@ class FastGenerator:
             return output[:, added:]
         output.sequences = output.sequences[:, added:]
         return output
+
+    def _refuse_too_large(self, batch_size: int, length: int, prompt_length: int) -> None:
+        """Raise :class:`InsufficientMemoryError` (and drop the new cache) when a static cache of ``length``
+        positions for ``batch_size`` sequences needs more memory than the model's device has left, with the largest
+        ``max_new_tokens`` that fits for this ``prompt_length`` (bucket padding included: it is cached too).
+
+        A model spread over several devices is not checked: its cache is spread with its layers."""
+        if len(set(getattr(self.model, "hf_device_map", {}).values())) > 1:
+            return
+        available = available_bytes(self.model.device)
+        if available is None:
+            return
+        config = self.model.config
+        dtype = next(self.model.get_input_embeddings().parameters()).dtype  # what keys and values are computed in
+
+        def needed(length: int) -> int:
+            return static_cache_bytes(StaticCache(config=config.get_text_config(decoder=True), max_cache_len=length),
+                                      config, batch_size, dtype)
+
+        if needed(length) <= available:
+            return
+        del self._caches[batch_size]
+        low, high = 0, length  # the longest cache that fits, by bisection: its size only grows with its length
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if needed(middle) <= available else (low, middle - 1)
+        fits = low - prompt_length + 1  # generate caches the prompt and all new tokens but the last
+        sequences = f"{batch_size} sequence{'s' if batch_size > 1 else ''}"
+        problem = (f"the fast path's static KV cache for {sequences} of {length:,} positions needs "
+                   f"{_size(needed(length))}, and {self.model.device} has {_size(available)} left")
+        if fits >= 1:
+            fix = f"pass max_new_tokens={fits} or fewer, or fewer conversations at once"
+        else:
+            fix = "the prompt alone does not fit: pass fewer or shorter conversations"
+        held = sum(static_cache_bytes(cache, config, size, dtype)
+                   for size, (_, cache) in self._caches.items() if cache.is_initialized)
+        if held:
+            fix += f", or call clear_caches() to free the {_size(held)} of this generator's other caches"
+        raise InsufficientMemoryError(problem, fix)
 
     def _shift_lengths(self, config: GenerationConfig, length: int, added: int) -> int:
         """Move the config's total lengths past the ``added`` padding columns of a ``length``-token batch, so they
@@ -362,6 +407,10 @@ def use_implementations(model: PreTrainedModel, attention: str | None, experts: 
             model.set_attn_implementation(attention_before)
         if experts_before is not None:
             model.set_experts_implementation(experts_before)
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def _has_experts(model: PreTrainedModel) -> bool:
