@@ -8,15 +8,19 @@ equal, or departing only at a near tie), not for exact equality: GPU kernels may
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
+from transformers import StaticCache
 
 from qwen_docs_helpers import checks
 from qwen_docs_helpers.chat import encode_chat
+from qwen_docs_helpers.errors import InsufficientMemoryError
 from qwen_docs_helpers.fast import prepare_fast
+from qwen_docs_helpers.memory import available_bytes, static_cache_bytes
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run `pytest tests/gpu` on one)"),
@@ -157,6 +161,38 @@ def test_sdpa_flash_backend_generates(dense_cuda: tuple) -> None:
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         flash = _singles(model, tokenizer, [LONG])
     print(checks.assert_batch_matches_single(flash, reference))
+
+
+def test_available_bytes_count_the_memory_pytorch_holds_unused() -> None:
+    """A freed tensor stays reserved by PyTorch's caching allocator: the driver no longer counts it as free, but a
+    new static cache can take it, so available_bytes still does."""
+    before = available_bytes("cuda")
+    block = torch.ones(2**30, dtype=torch.uint8, device="cuda")
+    assert available_bytes("cuda") <= before - 2**30
+    del block
+    free_for_the_driver, _ = torch.cuda.mem_get_info()
+    assert free_for_the_driver <= before - 2**30 + 2**26  # still reserved
+    assert available_bytes("cuda") >= before - 2**26
+
+
+def test_a_static_cache_past_the_gpus_memory_is_refused_without_allocating(
+    dense_cuda: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twice what the GPU has left: refused before the cache exists, with a max_new_tokens that would fit."""
+    model, tokenizer = dense_cuda
+    monkeypatch.setattr(model.config, "max_position_embeddings", 2**40)  # the context check lets it through
+    fast = prepare_fast(model, tokenizer, compile=False)
+    inputs = encode_chat(tokenizer, [SHORT]).to("cuda")
+    per_position = static_cache_bytes(StaticCache(config=model.config, max_cache_len=1), model.config, 1,
+                                      torch.bfloat16)
+    new_tokens = 2 * available_bytes("cuda") // per_position
+    allocated = torch.cuda.memory_allocated()
+    with pytest.raises(InsufficientMemoryError) as caught:
+        fast.generate(inputs["input_ids"], inputs["attention_mask"], max_new_tokens=new_tokens, do_sample=False)
+    assert torch.cuda.memory_allocated() == allocated and fast._caches == {}
+    print(caught.value)
+    fits = re.fullmatch(r"pass max_new_tokens=(\d+) or fewer, or fewer conversations at once", caught.value.fix)
+    assert fits and 0.45 < int(fits[1]) / new_tokens <= 0.5
 
 
 @pytest.mark.parametrize("model_id", [DENSE_ID, MOE_ID])
