@@ -384,7 +384,7 @@ def test_a_cache_larger_than_this_machines_memory_is_refused_before_it_is_alloca
     assert isinstance(caught.value, MemoryError)
     assert re.fullmatch(rf"the fast path's static KV cache for 1 sequence of {new_tokens + 63:,} positions needs "
                         r"[\d.]+ GiB, and cpu has [\d.]+ GiB left", caught.value.problem), caught.value.problem
-    fits = re.fullmatch(r"pass max_new_tokens=(\d+) or fewer, or fewer conversations at once", caught.value.fix)
+    fits = re.fullmatch(r"pass max_new_tokens=(\d+) or fewer", caught.value.fix)
     assert fits, caught.value.fix
     per_position = static_cache_bytes(StaticCache(config=model.config, max_cache_len=1), model.config, 1, torch.float32)
     left = (int(fits[1]) + 63) * per_position  # the memory the longest reply that fits takes
@@ -410,7 +410,7 @@ def test_the_largest_cache_that_fits_runs_and_one_more_token_is_refused(
     _with_memory_left(monkeypatch, exactly)
     with pytest.raises(InsufficientMemoryError) as caught:
         fast.generate(*args, max_new_tokens=7, do_sample=False)
-    assert caught.value.fix == "pass max_new_tokens=6 or fewer, or fewer conversations at once"
+    assert caught.value.fix == "pass max_new_tokens=6 or fewer"
     assert fast._caches == {}
     assert torch.equal(fast.generate(*args, max_new_tokens=6, do_sample=False, min_new_tokens=6),
                        model.generate(**inputs, max_new_tokens=6, do_sample=False, min_new_tokens=6))
@@ -425,19 +425,22 @@ def test_a_refusal_names_the_caches_the_generator_holds_and_a_prompt_that_cannot
     model, tokenizer = dense_fp32
     fast = prepare_fast(model, tokenizer, compile=False)
     fast.reply(SHORT, max_new_tokens=4, do_sample=False)
-    held = _cache_bytes(fast._caches[1][1])
-    _with_memory_left(monkeypatch, held)
+    held = _cache_bytes(fast._caches[1][1])  # 67 positions: the prompt's bucket, 64, and 3 of the 4 new tokens
+    _with_memory_left(monkeypatch, 2 * held - 1)  # a byte short of the same cache for two sequences
     with pytest.raises(InsufficientMemoryError) as caught:
         fast.generate_replies([SHORT, OTHER], max_new_tokens=4, do_sample=False)
     assert caught.value.problem.startswith("the fast path's static KV cache for 2 sequences of 67 positions needs ")
+    assert caught.value.fix.startswith("pass max_new_tokens=3 or fewer, or fewer conversations at once, ")
     freed = f", or call clear_caches() to free the {held / 2**20:.1f} MiB of this generator's other caches"
     assert caught.value.fix.endswith(freed), caught.value.fix
     assert sorted(fast._caches) == [1]  # the refused cache is not kept
     _with_memory_left(monkeypatch, 1)
     fast.clear_caches()
+    with pytest.raises(InsufficientMemoryError, match=r"the prompt alone does not fit: shorten the conversation$"):
+        fast.reply(SHORT, max_new_tokens=4)
     with pytest.raises(InsufficientMemoryError, match=r"left: the prompt alone does not fit: pass fewer or shorter "
                                                       r"conversations$"):
-        fast.reply(SHORT, max_new_tokens=4)
+        fast.generate_replies([SHORT, OTHER], max_new_tokens=4)
     # A model spread over several devices spreads its cache too: one device's memory says nothing, so no check.
     monkeypatch.setattr(model, "hf_device_map", {"model.embed_tokens": 0, "lm_head": 1}, raising=False)
     assert fast.reply(SHORT, max_new_tokens=4, do_sample=False) == generate_replies(

@@ -309,9 +309,9 @@ class FastGenerator:
         config = self.model.config
         dtype = next(self.model.get_input_embeddings().parameters()).dtype  # what keys and values are computed in
 
-        def needed(length: int) -> int:
-            return static_cache_bytes(StaticCache(config=config.get_text_config(decoder=True), max_cache_len=length),
-                                      config, batch_size, dtype)
+        def needed(positions: int) -> int:
+            cache = StaticCache(config=config.get_text_config(decoder=True), max_cache_len=positions)  # lazy: empty
+            return static_cache_bytes(cache, config, batch_size, dtype)
 
         if needed(length) <= available:
             return
@@ -321,13 +321,14 @@ class FastGenerator:
             middle = (low + high + 1) // 2
             low, high = (middle, high) if needed(middle) <= available else (low, middle - 1)
         fits = low - prompt_length + 1  # generate caches the prompt and all new tokens but the last
-        sequences = f"{batch_size} sequence{'s' if batch_size > 1 else ''}"
-        problem = (f"the fast path's static KV cache for {sequences} of {length:,} positions needs "
-                   f"{_size(needed(length))}, and {self.model.device} has {_size(available)} left")
+        several = batch_size > 1
+        problem = (f"the fast path's static KV cache for {batch_size} sequence{'s' if several else ''} of {length:,} "
+                   f"positions needs {_size(needed(length))}, and {self.model.device} has {_size(available)} left")
         if fits >= 1:
-            fix = f"pass max_new_tokens={fits} or fewer, or fewer conversations at once"
+            fix = f"pass max_new_tokens={fits} or fewer" + (", or fewer conversations at once" if several else "")
         else:
-            fix = "the prompt alone does not fit: pass fewer or shorter conversations"
+            fix = "the prompt alone does not fit: " + ("pass fewer or shorter conversations" if several
+                                                       else "shorten the conversation")
         held = sum(static_cache_bytes(cache, config, size, dtype)
                    for size, (_, cache) in self._caches.items() if cache.is_initialized)
         if held:
