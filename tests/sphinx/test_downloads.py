@@ -343,7 +343,8 @@ def test_script_reproduces_the_page(built: Built, tmp_path: Path) -> None:
     assert run.stdout == "top-level 40\nmanual 42\npipeline 43\nafter   second line\n"
     assert "ValueError: kept\nfirst line\n  second line" in run.stderr  # the error the page shows
     page_text = built.html("page")
-    assert all(line in page_text for line in run.stdout.splitlines())
+    missing = [line for line in run.stdout.splitlines() if line not in page_text]
+    assert not missing, f"the page does not show {missing}"
 
 
 def test_pages_without_a_run_offer_nothing(built: Built) -> None:
