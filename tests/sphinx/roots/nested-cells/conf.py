@@ -6,6 +6,7 @@ nb_execution_mode = "force"
 nb_execution_timeout = 60
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
+nb_merge_streams = True  # as the site sets it: under load one print can reach the notebook in several outputs
 
 # This fixture tests nested cells alone: no model preparation, no stamp cell.
 qwen_docs_prepare_models = False
