@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urldefrag
 
 from .support import SCREENSHOTS, Crawl, Watched, download_links
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"viewport": {"width": 375, "height": 740}, "is_mobile": True, "has_touch": True}
@@ -156,6 +161,18 @@ _OVERFLOW = """() => {
 _PHONE_SHOT_HEIGHT = 16_384
 
 
+def _phone_shot(page: Page, path: Path) -> None:
+    """The top of the page, up to ``_PHONE_SHOT_HEIGHT``: the viewport is stretched to that height for one plain
+    screenshot. Chromium 156.0.8078.79 never finishes a ``full_page`` screenshot of the Qwen2 page in mobile
+    emulation (30 s timeout, every time; the page's other checks pass), with or without a clip."""
+    height = min(page.evaluate("document.documentElement.scrollHeight"), _PHONE_SHOT_HEIGHT)
+    page.set_viewport_size({"width": PHONE["viewport"]["width"], "height": height})
+    try:
+        page.screenshot(path=path)
+    finally:
+        page.set_viewport_size(PHONE["viewport"])
+
+
 def test_pages_fit_a_phone_screen(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
     page = new_context(**PHONE).new_page()
     overflowing = {}
@@ -165,9 +182,7 @@ def test_pages_fit_a_phone_screen(crawl: Crawl, new_context: Callable[..., Watch
         assert result["width"] == PHONE["viewport"]["width"]
         if result["found"]:
             overflowing[facts.path] = result["found"]
-        height = min(page.evaluate("document.documentElement.scrollHeight"), _PHONE_SHOT_HEIGHT)
-        clip = {"x": 0, "y": 0, "width": PHONE["viewport"]["width"], "height": height}
-        page.screenshot(path=SCREENSHOTS / f"phone-{_shot_name(facts.path)}.png", full_page=True, clip=clip)
+        _phone_shot(page, SCREENSHOTS / f"phone-{_shot_name(facts.path)}.png")
     assert not overflowing, "\n".join(f"{path}: {found}" for path, found in overflowing.items())
 
 
