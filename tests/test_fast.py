@@ -431,9 +431,14 @@ def test_a_refusal_names_the_caches_the_generator_holds_and_a_prompt_that_cannot
         fast.generate_replies([SHORT, OTHER], max_new_tokens=4, do_sample=False)
     assert caught.value.problem.startswith("the fast path's static KV cache for 2 sequences of 67 positions needs ")
     assert caught.value.fix.startswith("pass max_new_tokens=3 or fewer, or fewer conversations at once, ")
-    freed = f", or call clear_caches() to free the {held / 2**20:.1f} MiB of this generator's other caches"
+    unit, scale = ("MiB", 2**20) if held >= 2**20 else ("KiB", 2**10)
+    freed = f", or call clear_caches() first: this generator's other caches hold {held / scale:.1f} {unit}, enough room"
     assert caught.value.fix.endswith(freed), caught.value.fix
     assert sorted(fast._caches) == [1]  # the refused cache is not kept
+    _with_memory_left(monkeypatch, held - 1)  # now freeing the held cache would leave a byte short: not offered
+    with pytest.raises(InsufficientMemoryError) as caught:
+        fast.generate_replies([SHORT, OTHER], max_new_tokens=4, do_sample=False)
+    assert "clear_caches" not in caught.value.fix and sorted(fast._caches) == [1]
     _with_memory_left(monkeypatch, 1)
     fast.clear_caches()
     with pytest.raises(InsufficientMemoryError, match=r"the prompt alone does not fit: shorten the conversation$"):

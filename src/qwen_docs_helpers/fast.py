@@ -331,8 +331,8 @@ class FastGenerator:
                                                        else "shorten the conversation")
         held = sum(static_cache_bytes(cache, config, size, dtype)
                    for size, (_, cache) in self._caches.items() if cache.is_initialized)
-        if held:
-            fix += f", or call clear_caches() to free the {_size(held)} of this generator's other caches"
+        if held and needed(length) <= available + held:  # only where freeing them would make room
+            fix += f", or call clear_caches() first: this generator's other caches hold {_size(held)}, enough room"
         raise InsufficientMemoryError(problem, fix)
 
     def _shift_lengths(self, config: GenerationConfig, length: int, added: int) -> int:
@@ -411,7 +411,10 @@ def use_implementations(model: PreTrainedModel, attention: str | None, experts: 
 
 
 def _size(count: int) -> str:
-    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count / 2**10:.1f} KiB"
 
 
 def _has_experts(model: PreTrainedModel) -> bool:
