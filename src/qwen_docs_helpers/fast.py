@@ -313,7 +313,8 @@ class FastGenerator:
             cache = StaticCache(config=config.get_text_config(decoder=True), max_cache_len=positions)  # lazy: empty
             return static_cache_bytes(cache, config, batch_size, dtype)
 
-        if needed(length) <= available:
+        need = needed(length)
+        if need <= available:
             return
         del self._caches[batch_size]
         low, high = 0, length  # the longest cache that fits, by bisection: its size only grows with its length
@@ -323,7 +324,7 @@ class FastGenerator:
         fits = low - prompt_length + 1  # generate caches the prompt and all new tokens but the last
         several = batch_size > 1
         problem = (f"the fast path's static KV cache for {batch_size} sequence{'s' if several else ''} of {length:,} "
-                   f"positions needs {_size(needed(length))}, and {self.model.device} has {_size(available)} left")
+                   f"positions needs {_size(need)}, and {self.model.device} has {_size(available)} left")
         if fits >= 1:
             fix = f"pass max_new_tokens={fits} or fewer" + (", or fewer conversations at once" if several else "")
         else:
@@ -331,7 +332,7 @@ class FastGenerator:
                                                        else "shorten the conversation")
         held = sum(static_cache_bytes(cache, config, size, dtype)
                    for size, (_, cache) in self._caches.items() if cache.is_initialized)
-        if held and needed(length) <= available + held:  # only where freeing them would make room
+        if held and need <= available + held:  # only where freeing them would make room
             fix += f", or call clear_caches() first: this generator's other caches hold {_size(held)}, enough room"
         raise InsufficientMemoryError(problem, fix)
 

@@ -14,6 +14,8 @@ import psutil
 import torch
 from transformers import PretrainedConfig, StaticCache
 
+from .speed import kv_cache_bytes_per_token
+
 __all__ = ["available_bytes", "static_cache_bytes"]
 
 
@@ -36,11 +38,10 @@ def available_bytes(device: torch.device | str) -> int | None:
 def static_cache_bytes(cache: StaticCache, config: PretrainedConfig, batch_size: int, dtype: torch.dtype) -> int:
     """Bytes the keys and values of ``cache`` take once allocated for ``batch_size`` sequences of ``dtype``.
 
-    Each layer's length is the cache's own (a sliding-window layer holds at most its window); heads and head size
-    come from the model's ``config``, as the attention layers make them.
+    Each layer's length is the cache's own (a sliding-window layer holds at most its window); the bytes per position
+    come from the model's ``config`` (:func:`~qwen_docs_helpers.speed.kv_cache_bytes_per_token`).
     """
     text = config.get_text_config(decoder=True)
-    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    per_layer = kv_cache_bytes_per_token(text, dtype.itemsize) // int(text.num_hidden_layers)  # a position, a layer
     positions = sum(int(getattr(layer, "max_cache_len", 0)) for layer in cache.layers)  # 0: no keys and values
-    return int(2 * batch_size * heads * head_dim * positions * dtype.itemsize)
+    return batch_size * per_layer * positions
