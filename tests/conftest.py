@@ -32,6 +32,13 @@ MOE_ID = "Qwen/Qwen1.5-MoE-A2.7B-Chat"
 
 
 @pytest.fixture(scope="session")
+def accelerator() -> str:
+    """What the runtime description must report on this machine: the whole suite also runs on GPU runners
+    (.github/workflows/gpu-docs.yml), where a check for "cpu" would fail on correct code."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="session")
 def hub_cache() -> Path:
     """The hub cache the tests run against (``HF_HUB_CACHE``)."""
     return TEST_CACHE / "hub"

@@ -58,7 +58,8 @@ def test_damaged_records_and_databases_are_repaired(tmp_path: Path) -> None:
     assert "Executed notebook" not in status  # the rebuilt cache serves the next build
 
 
-def test_runtime_key_changes_with_the_helpers_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runtime_key_changes_with_the_helpers_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   accelerator: str) -> None:
     """Outputs cached before a change to qwen_docs_helpers (which the cells run) are not reused after it."""
     package = tmp_path / "qwen_docs_helpers"
     (package / "sphinx").mkdir(parents=True)
@@ -69,7 +70,7 @@ def test_runtime_key_changes_with_the_helpers_code(tmp_path: Path, monkeypatch: 
     assert site.runtime_key("w=standin") == first  # stable
     (package / "chat.py").write_text("A = 2\n")
     second = site.runtime_key("w=standin")
-    assert second != first and second.startswith("cpu-")
+    assert second != first and second.startswith(f"{accelerator}-")
     assert site.runtime_key("w=real") != second  # the weights are part of the key too
     (package / "data").mkdir()
     (package / "data" / "standin_words.txt").write_text("water\n")
