@@ -260,6 +260,36 @@ def test_measure_refuses_a_decoding_time_lost_in_noise() -> None:
         generation.measure(generate(0.05, 0.01), prompt, settings)
 
 
+def test_peak_memory_counts_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA graph (the fast path) takes its working memory when the warm-up records it; its replays in the timed
+    runs allocate nothing. A peak reset after the warm-up left that memory out of the fast rows, so the peak has to
+    count from before the warm-up. Here the GPU's allocator is played by a counter: each run's allocations are
+    larger during the warm-up, as when a graph is recorded."""
+    import time
+
+    import torch
+
+    generation = _generation()
+    settings = generation.Settings("cuda", True, 8, 4, 1, 2, (1,), ("fast",), "eager")
+    prompt = torch.zeros(1, 8, dtype=torch.long)
+    gib, allocator = 2**30, {"now": 0, "peak": 0}
+    runs: list[int] = []
+
+    def run(ids: Any, max_new_tokens: int) -> Any:
+        runs.append(max_new_tokens)
+        warm_up = len(runs) <= 2  # settings.warmup == 1: one first-token run and one full run
+        allocator["peak"] = max(allocator["peak"], allocator["now"] + (3 if warm_up else 1) * gib)
+        time.sleep(0.01 if max_new_tokens == 1 else 0.05)
+        return torch.zeros(ids.shape[0], ids.shape[1] + max_new_tokens, dtype=torch.long)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: allocator.update(peak=0))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: allocator["peak"])
+    row = generation.measure(run, prompt, settings)
+    assert runs == [1, 4, 1, 4, 1, 4]
+    assert row["peak_memory_bytes"] == 3 * gib
+
+
 def test_each_model_is_released_before_the_next_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """run_model keeps one model on the device at a time: the bf16 model is gone before the nf4 one loads (and
     is not counted in the nf4 row's peak memory), the nf4 one before int8. The fast path's generator and a
