@@ -10,7 +10,7 @@ is written here; downloading stays pip's job.
 Usage (Python 3.11+, the python that has the pinned environment, e.g. ``.nox/docs/bin/python``)::
 
     python tools/offline_kit.py build --target tools/targets/device-image.txt --python-version 3.12 \\
-        --also transformers --skip debugpy --cuda 130 --out .whl
+        --also transformers peft --skip debugpy --cuda 130 --out .whl
     # on the target, from a copy of the checkout with .whl/ in it:
     bash tools/offline_run.sh .whl python3 -m qwen_docs_helpers.sitebuild docs docs/_build
 
