@@ -13,10 +13,11 @@ warning for the page, the traceback in ``reports/``, nothing cached). The cell t
 error output saying that the kernel died, which :mod:`~qwen_docs_helpers.sphinx.cell_errors` reports at the
 cell's line; cells after it keep no outputs. A death before any cell ran is reported for the page as such.
 
-A kernel that dies as it starts is started once more before the page fails: jupyter_client picks free ports,
-closes them and hands them to the kernel, which cannot bind one that another process took in between
-(jupyter/jupyter_client#154, open), so a healthy kernel now and then dies at start on a busy machine. A kernel
-that cannot start (its Python has no ipykernel) dies again and fails the page as before. Both messages quote the
+A kernel that dies or does not answer as it starts is started once more before the page fails: jupyter_client
+picks free ports, closes them and hands them to the kernel, which cannot bind one that another process took in
+between (jupyter/jupyter_client#154, open), so a healthy kernel now and then fails at start on a busy machine,
+most often by exiting, once (in CI) by hanging until jupyter_client's 60 s start-up timeout. A kernel that cannot
+start (its Python has no ipykernel) fails again and fails the page as before. Both messages quote the
 last line the kernel wrote to its stderr (:mod:`.kernel_stderr`), the reason it gave if it gave one.
 
 An IPython kernel is started with faulthandler on, so that a crash in native code while a cell runs (a segfault
@@ -57,6 +58,9 @@ GUESS = " (out of memory? a crash in native code?)"
 BEFORE_ANY_CELL = "the kernel died before any cell ran"
 #: jupyter_client's error (a plain RuntimeError) for a kernel process that exited while it started.
 STARTUP_DEATH = "Kernel died before replying to kernel_info"
+#: How jupyter_client's errors for a kernel that never answered as it started begin: it exited, or it did not reply
+#: in time (nbclient then kills it).
+STARTUP_FAILURES = (STARTUP_DEATH, "Kernel didn't respond in ", "Kernel didn't respond to heartbeats in ")
 #: How many times a kernel is started in all before its death at start fails the page.
 STARTS = 2
 #: Joins an error to what the kernel wrote as it died (see :func:`startup_words` and :func:`crash_words`).
@@ -136,9 +140,10 @@ def runs_ipykernel(client: NotebookClient) -> bool:
     return any(flag == "-m" and module in ("ipykernel_launcher", "ipykernel") for flag, module in pairwise(argv))
 
 
-def died_at_startup(client: NotebookClient, error: RuntimeError) -> bool:
-    """Whether ``error`` is jupyter_client's report of a kernel that exited before it answered, no cell run."""
-    return str(error) == STARTUP_DEATH and client.code_cells_executed == 0
+def failed_at_startup(client: NotebookClient, error: RuntimeError) -> bool:
+    """Whether ``error`` is jupyter_client's report of a kernel that exited or did not answer as it started, no cell
+    run."""
+    return str(error).startswith(STARTUP_FAILURES) and client.code_cells_executed == 0
 
 
 def _reporting_death(execute: Any) -> Any:
@@ -157,7 +162,7 @@ def _reporting_death(execute: Any) -> Any:
                     stderr.close()  # the kernel has exited: its crash report, if any, is all in
                     raise as_cell_failure(self, stderr.fatal_error()) from death
                 except RuntimeError as error:
-                    if not died_at_startup(self, error):
+                    if not failed_at_startup(self, error):
                         raise
                     printed = stderr.close()  # the kernel has exited: this is all it wrote
                     # nbclient cleaned up after the failed start (the next execute makes a new kernel manager,
@@ -166,8 +171,8 @@ def _reporting_death(execute: Any) -> Any:
                     atexit.unregister(self._cleanup_kernel)
                     if start == STARTS:
                         raise as_cell_failure(self, printed) from error
-                    logger.info("kernel %r died as it started (start %d of %d%s); starting it again",
-                                self.kernel_name, start, STARTS, PRINTED + printed if printed else "")
+                    logger.info("kernel %r failed as it started (%s; start %d of %d%s); starting it again",
+                                self.kernel_name, error, start, STARTS, PRINTED + printed if printed else "")
                     start += 1
 
     wrapper.reports_dead_kernel = True  # type: ignore[attr-defined]  # marks the patch, so it is applied once
