@@ -44,33 +44,28 @@ CRASHED = (
 PORT_TAKEN = "zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:5555')"
 
 
-#: The kernel of dies-once.md: its first process exits at once (as when a port it was given is taken), and
-#: leaves the marker file named by its first argument, so that every later one starts ipykernel.
-DIES_ONCE = f"""
-import sys
-from pathlib import Path
-marker, connection_file = sys.argv[1:]
-if not Path(marker).exists():
-    Path(marker).touch()
-    print("Traceback (most recent call last):", "  ...", {PORT_TAKEN!r}, sep="\\n", file=sys.stderr)
-    sys.exit(1)
-from ipykernel import kernelapp
-kernelapp.launch_new_instance(["-f", connection_file])
-"""
-
-
-#: A kernel whose first process hangs (as one did in CI after it failed to bind a port another process had taken)
-#: until nbclient gives up on it; every later one starts ipykernel.
-HANGS_ONCE = """
+def _fails_once(first_start: str) -> str:
+    """A kernel's script: its first process runs ``first_start`` and leaves the marker file named by its first
+    argument, so that every later one starts ipykernel."""
+    return f"""
 import sys, time
 from pathlib import Path
 marker, connection_file = sys.argv[1:]
 if not Path(marker).exists():
     Path(marker).touch()
-    time.sleep(600)
+    {first_start}
 from ipykernel import kernelapp
 kernelapp.launch_new_instance(["-f", connection_file])
 """
+
+
+#: The kernel of dies-once.md: its first process exits at once, as when a port it was given is taken.
+DIES_ONCE = _fails_once(
+    f'print("Traceback (most recent call last):", "  ...", {PORT_TAKEN!r}, sep="\\n", file=sys.stderr); sys.exit(1)'
+)
+#: A kernel whose first process hangs (as one did in CI after it failed to bind a port another process had taken)
+#: until nbclient gives up on it.
+HANGS_ONCE = _fails_once("time.sleep(600)")
 
 
 def _kernel(jupyter_path: Path, name: str, argv: list[str]) -> None:
