@@ -59,7 +59,7 @@ kernelapp.launch_new_instance(["-f", connection_file])
 """
 
 
-#: The kernel of dies-once.md: its first process exits at once, as when a port it was given is taken.
+#: The kernel of dies-once.md: its first process exits at once, as when a TCP port it was given is taken.
 DIES_ONCE = _fails_once(
     f'print("Traceback (most recent call last):", "  ...", {PORT_TAKEN!r}, sep="\\n", file=sys.stderr); sys.exit(1)'
 )

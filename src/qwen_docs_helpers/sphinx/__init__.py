@@ -4,6 +4,7 @@
 - ``exec_cache``: a damaged execution cache is repaired before pages run;
 - ``nested_cells``: code-cells inside tabs and dropdowns are executed and rendered in place;
 - ``stamp``: each executed page says what it ran on;
+- ``kernel_sockets``: kernels talk to the build over Unix sockets of their own, not TCP ports that two could want;
 - ``dead_kernel``: a kernel that dies while a page runs, or twice as it starts, fails that page, not the build;
 - ``stderr``: a cell that writes to stderr fails the build, at the cell's own line;
 - ``streams``: text a cell prints in pieces (``TextStreamer``) renders joined, as a terminal shows it;
@@ -35,6 +36,7 @@ try:
         error_outputs,
         exec_cache,
         hf_docstrings,
+        kernel_sockets,
         nested_cells,
         reader_paths,
         search,
@@ -51,8 +53,8 @@ except ModuleNotFoundError as error:  # one line that says which extra to instal
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    modules = (site, exec_cache, nested_cells, reader_paths, stamp, downloads, dead_kernel, cell_errors, hf_docstrings,
-               streams, stderr, search, error_outputs)
+    modules = (site, exec_cache, nested_cells, reader_paths, stamp, downloads, kernel_sockets, dead_kernel,
+               cell_errors, hf_docstrings, streams, stderr, search, error_outputs)
     for module in modules:
         module.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -13,11 +13,13 @@ warning for the page, the traceback in ``reports/``, nothing cached). The cell t
 error output saying that the kernel died, which :mod:`~qwen_docs_helpers.sphinx.cell_errors` reports at the
 cell's line; cells after it keep no outputs. A death before any cell ran is reported for the page as such.
 
-A kernel that dies or does not answer as it starts is started once more before the page fails: jupyter_client
-picks free ports, closes them and hands them to the kernel, which cannot bind one that another process took in
-between (jupyter/jupyter_client#154, open), so a healthy kernel now and then fails at start on a busy machine,
-most often by exiting, once (in CI) by hanging until jupyter_client's 60 s start-up timeout. A kernel that cannot
-start (its Python has no ipykernel) fails again and fails the page as before. Both messages quote the
+A kernel that dies or does not answer as it starts is started once more before the page fails. Over TCP,
+jupyter_client picks free ports, closes them and hands them to the kernel, which cannot bind one that another
+process took in between (jupyter/jupyter_client#154, open), so a healthy kernel now and then failed at start on a
+busy machine, most often by exiting, once (in CI) by hanging until jupyter_client's 60 s start-up timeout.
+:mod:`.kernel_sockets` now gives kernels Unix sockets instead, where it can; the second start stays for where it
+cannot, and for any other start that fails once. A kernel that cannot start (its Python has no ipykernel) fails
+again and fails the page as before. Both messages quote the
 last line the kernel wrote to its stderr (:mod:`.kernel_stderr`), the reason it gave if it gave one.
 
 An IPython kernel is started with faulthandler on, so that a crash in native code while a cell runs (a segfault

@@ -124,7 +124,7 @@ def helpers_digest() -> str:
 #: The kernels' own settings (``ipython_kernel_config.py`` of the build's IPython directory).
 KERNEL_CONFIG = """\
 # Written by qwen-docs for the kernels that execute the pages; rewritten on every build.
-# ipykernel warns on every start that its local TCP sockets are unencrypted: build noise, not a page problem.
+# ipykernel warns on every start over TCP (where kernel_sockets keeps it) that its sockets are unencrypted: noise.
 c.IPKernelApp.log_level = "ERROR"
 """
 
