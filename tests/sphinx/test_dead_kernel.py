@@ -30,8 +30,8 @@ DIED = "the kernel died while it ran (out of memory? a crash in native code?): r
 #: What the kernel of dies-at-start.md writes to its stderr as it dies.
 NO_IPYKERNEL = f"{sys.executable}: No module named no_such_ipykernel_launcher"
 NOT_STARTED = (
-    f"{dead_kernel.BEFORE_ANY_CELL}: check that kernel 'dies-at-start' starts (it died at each of its 2 starts; "
-    f"the last time, it printed {NO_IPYKERNEL!r}, at the end of its output above)"
+    f"{dead_kernel.BEFORE_ANY_CELL}: check that kernel 'dies-at-start' starts (it exited or stopped answering at each "
+    f"of its 2 starts; the last time, it printed {NO_IPYKERNEL!r}, at the end of its output above)"
 )
 STARTED_AGAIN = (f"kernel {{!r}} failed as it started ({dead_kernel.STARTUP_DEATH}; start 1 of 2; it printed: {{}}); "
                  "starting it again")
@@ -336,3 +336,21 @@ def test_a_kernel_that_hangs_at_its_first_start_is_started_again(tmp_path: Path,
     NotebookClient(notebook, kernel_name="hangs-once", startup_timeout=3).execute()
     assert (tmp_path / "started").exists()  # the first start hung
     assert notebook.cells[0].outputs[0]["text"] == "ran on the second start\n"
+
+
+def test_a_kernel_that_hangs_at_every_start_fails_the_page_after_its_second(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """nbclient kills a kernel that does not answer in time; after the second start the page fails, no cell run, with
+    jupyter_client's timeout as the cause."""
+    hangs = "import time; time.sleep(600)"
+    _kernel(tmp_path, "hangs", [sys.executable, "-c", hangs, "{connection_file}"])
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    dead_kernel.setup(cast(Sphinx, None))
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "hangs", "display_name": "hangs"}})
+    notebook.cells.append(nbformat.v4.new_code_cell("print('never runs')"))
+    with pytest.raises(dead_kernel.DeadKernelError) as raised:
+        NotebookClient(notebook, kernel_name="hangs", startup_timeout=2).execute()
+    # reported as a failure before any cell ran (what it printed last is how it took being stopped)
+    assert dead_kernel.startup_words(str(raised.value)) is not None
+    assert str(raised.value.__cause__).startswith("Kernel didn't respond in 2 seconds")
+    assert notebook.cells[0].outputs == []

@@ -48,7 +48,7 @@ _CRASHED = (
 )
 #: What to check when the kernel died before any cell ran ({kernel}: which kernel the page runs; {starts}: how often).
 _NOT_STARTED = (
-    "check that {kernel} starts (it died at each of its {starts} starts{printed}); "
+    "check that {kernel} starts (it exited or stopped answering at each of its {starts} starts{printed}); "
     "`jupyter kernelspec list` shows where its spec is, and the Python that the spec runs must import ipykernel"
 )
 #: How _NOT_STARTED quotes the last line the kernel wrote, the whole of which is in the build's output.
