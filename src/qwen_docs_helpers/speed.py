@@ -445,7 +445,8 @@ def markdown_table(
     header: Sequence[str], rows: Iterable[Sequence[object]], *, left: int = 1, title: str = ""
 ) -> MarkdownText:
     """A Markdown table: the ``left`` first columns aligned left, the others (numbers) right, under ``title`` (a
-    Markdown paragraph) if given. Cells are written with ``str``, so format numbers first; ``|`` is escaped."""
+    Markdown paragraph) if given. Cells are written with ``str``, so format numbers first; ``|`` is escaped (by
+    hand: tabulate's "pipe" format, the one kept library at hand, leaves a ``|`` in a cell to split it)."""
 
     def line(cells: Sequence[object]) -> str:
         return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
