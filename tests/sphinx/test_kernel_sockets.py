@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import cast
@@ -37,6 +39,23 @@ def test_a_temporary_directory_too_long_for_a_socket_name_keeps_tcp(monkeypatch:
     manager = AsyncKernelManager()
     kernel_sockets.use_ipc(manager)
     assert manager.transport == "tcp"
+
+
+def test_a_temporary_directory_that_takes_no_sockets_keeps_tcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: socket.socket, address: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert kernel_sockets.socket_prefix() is not None
+    kernel_sockets.takes_sockets.cache_clear()
+    monkeypatch.setattr(socket.socket, "bind", refuse)
+    assert kernel_sockets.socket_prefix() is None
+    kernel_sockets.takes_sockets.cache_clear()
+
+
+def test_the_probe_leaves_no_file(tmp_path: Path) -> None:
+    assert kernel_sockets.takes_sockets(str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_manager_configured_for_another_address_is_left_alone() -> None:

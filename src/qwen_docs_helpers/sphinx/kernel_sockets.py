@@ -9,15 +9,17 @@ directory: no two kernels can want the same socket, and jupyter_client removes t
 after the kernel. nbclient makes every kernel manager in ``NotebookClient.create_kernel_manager`` (no option
 reaches the manager through jupyter-cache and myst-nb), so that method is wrapped.
 
-TCP is kept on Windows, where ZeroMQ may lack IPC, where a temporary directory's path is too long for a socket's
-name, and for a manager configured for another transport or address.
+TCP is kept on Windows, where ZeroMQ may lack IPC, where the temporary directory's path is too long for a socket's
+name or its file system takes no sockets, and for a manager configured for another transport or address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
+import socket
 import tempfile
 from typing import Any
 
@@ -32,12 +34,27 @@ PREFIX = "qwen-docs-kernel-"
 LONGEST_PATH = 99
 
 
+@functools.cache
+def takes_sockets(folder: str) -> bool:
+    """Whether a Unix socket can be made in ``folder`` (some network and shared file systems take none)."""
+    path = os.path.join(folder, PREFIX + secrets.token_hex(8) + "-probe")
+    try:
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.bind(path)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        os.remove(path)
+    return True
+
+
 def socket_prefix() -> str | None:
     """A new, unguessable path prefix for one kernel's sockets, or None where IPC is not used (see the module)."""
     if os.name == "nt":
         return None
-    prefix = os.path.join(tempfile.gettempdir(), PREFIX + secrets.token_hex(8))
-    return prefix if len(os.fsencode(prefix)) <= LONGEST_PATH else None
+    folder = tempfile.gettempdir()
+    prefix = os.path.join(folder, PREFIX + secrets.token_hex(8))
+    return prefix if len(os.fsencode(prefix)) <= LONGEST_PATH and takes_sockets(folder) else None
 
 
 def use_ipc(manager: Any) -> None:
