@@ -37,7 +37,7 @@ LONGEST_PATH = 99
 @functools.cache
 def takes_sockets(folder: str) -> bool:
     """Whether a Unix socket can be made in ``folder`` (some network and shared file systems take none)."""
-    path = os.path.join(folder, PREFIX + secrets.token_hex(8) + "-probe")
+    path = os.path.join(folder, PREFIX + secrets.token_hex(8) + "-0")  # as long as a kernel's socket
     try:
         with socket.socket(socket.AF_UNIX) as probe:
             probe.bind(path)
