@@ -19,8 +19,8 @@ process took in between (jupyter/jupyter_client#154, open), so a healthy kernel 
 busy machine, most often by exiting, once (in CI) by hanging until jupyter_client's 60 s start-up timeout.
 :mod:`.kernel_sockets` now gives kernels Unix sockets instead, where it can; the second start stays for where it
 cannot, and for any other start that fails once. A kernel that cannot start (its Python has no ipykernel) fails
-again and fails the page as before. Both messages quote the
-last line the kernel wrote to its stderr (:mod:`.kernel_stderr`), the reason it gave if it gave one.
+again and fails the page as before. Both messages quote the last line the kernel wrote to its stderr
+(:mod:`.kernel_stderr`), the reason it gave if it gave one.
 
 An IPython kernel is started with faulthandler on, so that a crash in native code while a cell runs (a segfault
 in a CUDA extension, an abort) prints the Python stack of the thread that crashed to the build's stderr, and the
