@@ -324,16 +324,25 @@ def test_a_death_before_any_cell_quotes_what_the_kernel_printed() -> None:
     assert dead_kernel.startup_words(str(error)) == "OSError: port taken"
 
 
+def _one_cell_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], code: str,
+                  startup_timeout: int) -> tuple[nbformat.NotebookNode, NotebookClient]:
+    """A notebook of one cell and the client that would run it on a kernel (named "test") that runs ``argv``, with
+    NotebookClient.execute reporting and restarting as in a build; a short start-up timeout keeps tests quick."""
+    _kernel(tmp_path, "test", argv)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    dead_kernel.setup(cast(Sphinx, None))
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "test", "display_name": "test"}})
+    notebook.cells.append(nbformat.v4.new_code_cell(code))
+    return notebook, NotebookClient(notebook, kernel_name="test", startup_timeout=startup_timeout)
+
+
 def test_a_kernel_that_hangs_at_its_first_start_is_started_again(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """jupyter_client's "Kernel didn't respond in 60 seconds" once crashed a CI build; the kernel is now started once
-    more, as one that dies at start is. A short start-up timeout keeps the test quick."""
-    _kernel(tmp_path, "hangs-once", [sys.executable, "-c", HANGS_ONCE, str(tmp_path / "started"), "{connection_file}"])
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
-    dead_kernel.setup(cast(Sphinx, None))  # NotebookClient.execute reports and restarts, as in a build
-    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "hangs-once", "display_name": "hangs-once"}})
-    notebook.cells.append(nbformat.v4.new_code_cell("print('ran on the second start')"))
-    NotebookClient(notebook, kernel_name="hangs-once", startup_timeout=3).execute()
+    more, as one that dies at start is."""
+    argv = [sys.executable, "-c", HANGS_ONCE, str(tmp_path / "started"), "{connection_file}"]
+    notebook, client = _one_cell_run(tmp_path, monkeypatch, argv, "print('ran on the second start')", 3)
+    client.execute()
     assert (tmp_path / "started").exists()  # the first start hung
     assert notebook.cells[0].outputs[0]["text"] == "ran on the second start\n"
 
@@ -342,14 +351,10 @@ def test_a_kernel_that_hangs_at_every_start_fails_the_page_after_its_second(tmp_
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """nbclient kills a kernel that does not answer in time; after the second start the page fails, no cell run, with
     jupyter_client's timeout as the cause."""
-    hangs = "import time; time.sleep(600)"
-    _kernel(tmp_path, "hangs", [sys.executable, "-c", hangs, "{connection_file}"])
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
-    dead_kernel.setup(cast(Sphinx, None))
-    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "hangs", "display_name": "hangs"}})
-    notebook.cells.append(nbformat.v4.new_code_cell("print('never runs')"))
+    argv = [sys.executable, "-c", "import time; time.sleep(600)", "{connection_file}"]
+    notebook, client = _one_cell_run(tmp_path, monkeypatch, argv, "print('never runs')", 2)
     with pytest.raises(dead_kernel.DeadKernelError) as raised:
-        NotebookClient(notebook, kernel_name="hangs", startup_timeout=2).execute()
+        client.execute()
     # reported as a failure before any cell ran (what it printed last is how it took being stopped)
     assert dead_kernel.startup_words(str(raised.value)) is not None
     assert str(raised.value.__cause__).startswith("Kernel didn't respond in 2 seconds")
