@@ -47,6 +47,7 @@ html_title = "qwen-docs"
 html_static_path = ["_static"]
 html_css_files = ["qwen-docs.css"]
 html_js_files = [("qwen-docs.js", {"defer": "defer"})]  # keyboard access, printing dropdowns, ARIA fixes
+templates_path = ["_templates"]  # search.html: a heading for the search page
 
 # Copy only code: inputs and plain code blocks, never cell outputs or prompts.
 copybutton_selector = "div:not(.output) > div.highlight pre"

@@ -33,7 +33,10 @@
 
 // Landmarks a screen reader can tell apart. Sphinx gives the sidebar's toctree captions role="heading" without
 // the aria-level ARIA 1.2 requires (sphinx-doc/sphinx#14030; the open #14437 fixes it the same way): level 2, the
-// level ARIA 1.1 implied. Furo's two <aside> drawers (site navigation, page contents) have no names.
+// level ARIA 1.1 implied. Furo's two <aside> drawers (site navigation, page contents) have no names. Furo's page
+// tools (view the source, colour theme, contents) and its back-to-top link sit beside the main landmark, in none
+// (axe-core's region rule): they go into one named region, the link first, as before; it is position: fixed, so it
+// shows where it did.
 (() => {
   document.querySelectorAll('[role="heading"]:not([aria-level])').forEach((caption) => {
     caption.setAttribute("aria-level", "2");
@@ -41,5 +44,12 @@
   const names = { "sidebar-drawer": "Site navigation", "toc-drawer": "On this page" };
   for (const [drawer, name] of Object.entries(names)) {
     document.querySelector(`aside.${drawer}:not([aria-label])`)?.setAttribute("aria-label", name);
+  }
+  const tools = document.querySelector(".article-container > .content-icon-container:not([role])");
+  if (tools) {
+    tools.setAttribute("role", "region");
+    tools.setAttribute("aria-label", "Page tools");
+    const backToTop = document.querySelector(".article-container > .back-to-top");
+    if (backToTop) tools.prepend(backToTop);
   }
 })();
