@@ -264,6 +264,7 @@ def test_every_page_passes_axe_core(crawl: Crawl, new_context: Callable[..., Wat
     light = new_context(viewport=DESKTOP).new_page()
     dark = new_context(viewport=DESKTOP, color_scheme="dark").new_page()  # furo follows the system's theme
     phone = new_context(**PHONE).new_page()
+    back_to_top_shown = 0
     for facts in crawl.pages.values():
         open_page(light, facts.path)
         check(light, facts.path, everything)
@@ -273,6 +274,7 @@ def test_every_page_passes_axe_core(crawl: Crawl, new_context: Callable[..., Wat
             check(light, f"{facts.path} (last tabs)", layout)
         light.evaluate(_SHOW_BACK_TO_TOP)
         if light.locator(".back-to-top").is_visible():
+            back_to_top_shown += 1
             check(light, f"{facts.path} (back-to-top shown)", layout)
         open_page(dark, facts.path)
         check(dark, f"{facts.path} (dark theme)", contrast)
@@ -284,6 +286,7 @@ def test_every_page_passes_axe_core(crawl: Crawl, new_context: Callable[..., Wat
         check(page, "search.html?q=qwen2", options)
     backgrounds = {page.evaluate("() => getComputedStyle(document.body).backgroundColor") for page in (light, dark)}
     assert len(backgrounds) == 2, f"the dark theme did not apply: {backgrounds}"
+    assert back_to_top_shown, "no page showed furo's back-to-top link after a scroll: the state was never checked"
     assert not problems, "\n".join(problems)
 
 
