@@ -7,6 +7,7 @@ import glob
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import cast
 
@@ -76,3 +77,46 @@ def test_a_page_kernel_runs_over_its_own_unix_sockets_and_leaves_none_behind(
     assert Path(prefix).name.startswith(kernel_sockets.PREFIX)
     assert glob.glob(glob.escape(prefix) + "-*") == []  # jupyter_client removed the socket files
     assert "over TCP without encryption" not in capfd.readouterr().err  # ipykernel's warning for every TCP kernel
+
+
+def _socket_file(folder: Path, name: str, *, age_s: float, listening: bool = False) -> tuple[Path, socket.socket]:
+    """A Unix socket file as a kernel leaves it: bound, listened on while the kernel runs, and ``age_s`` old."""
+    path = folder / name
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    if listening:
+        server.listen()
+    else:
+        server.close()  # the kernel died: the file stays, and nothing listens on it
+    os.utime(path, (time.time() - age_s,) * 2)
+    return path, server
+
+
+def test_a_build_removes_the_sockets_that_killed_builds_left_and_keeps_the_rest(tmp_path: Path) -> None:
+    ours = kernel_sockets.PREFIX + "0123456789abcdef"
+    stale, _ = _socket_file(tmp_path, ours + "-1", age_s=120)
+    stale_too, _ = _socket_file(tmp_path, ours + "-5", age_s=3600)
+    running, server = _socket_file(tmp_path, ours + "-2", age_s=120, listening=True)
+    starting, _ = _socket_file(tmp_path, ours + "-3", age_s=1)  # bound, not yet listened on
+    not_ours, _ = _socket_file(tmp_path, "other-kernel-0123456789abcdef-1", age_s=120)
+    plain_file = tmp_path / (ours + "-4")
+    plain_file.write_text("not a socket")
+    os.utime(plain_file, (time.time() - 120,) * 2)
+    try:
+        removed = kernel_sockets.remove_stale_sockets(str(tmp_path))
+    finally:
+        server.close()
+    assert sorted(removed) == sorted([str(stale), str(stale_too)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (running, starting, not_ours, plain_file))
+
+
+def test_sphinx_setup_sweeps_the_temporary_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stale, _ = _socket_file(tmp_path, kernel_sockets.PREFIX + "fedcba9876543210-1", age_s=120)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    kernel_sockets.setup(cast(Sphinx, None))
+    assert not stale.exists()
+
+
+def test_a_missing_temporary_directory_is_not_an_error(tmp_path: Path) -> None:
+    assert kernel_sockets.remove_stale_sockets(str(tmp_path / "gone")) == []
