@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
+from qwen_docs_helpers import sitebuild
 from qwen_docs_helpers.sitebuild import (
     JOBS_VARIABLE,
     SettingError,
@@ -15,6 +23,7 @@ from qwen_docs_helpers.sitebuild import (
     cell_timeout,
     execution_mode,
     parallel_jobs,
+    run_sphinx,
     settings_problems,
 )
 
@@ -177,3 +186,100 @@ def test_without_sphinx_the_import_error_names_the_extra(module: str) -> None:
     assert result.returncode == 1 and last == (
         f"qwen_docs_helpers.errors.MissingExtraError: {module} needs sphinx, which is not installed: "
         "pip install 'qwen-docs-helpers[docs]' (the site's Sphinx tooling)")
+
+
+#: A page cell that records its kernel's and its child process's ids (as ``<kernel>-<child>`` in the folder that
+#: ``QWEN_DOCS_TEST_PIDS`` names) and then runs until it is stopped, like the page that runs `transformers serve`.
+_LONG_CELL = '''
+import os, pathlib, subprocess, time
+child = subprocess.Popen(["sleep", "600"])
+pathlib.Path(os.environ["QWEN_DOCS_TEST_PIDS"], f"{os.getpid()}-{child.pid}").touch()
+try:
+    time.sleep(600)
+finally:
+    child.terminate()
+'''
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead and waiting for its parent to collect it, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _stop_like_kill(build_process: subprocess.Popen[str]) -> None:
+    """``kill <pid>``: SIGTERM to the wrapper alone."""
+    build_process.send_signal(signal.SIGTERM)
+
+
+def _stop_like_nox_on_ctrl_c(build_process: subprocess.Popen[str]) -> None:
+    """Ctrl+C in the terminal of ``nox -s docs``: SIGINT to the terminal's process group (nox and the wrapper),
+    then nox's own shutdown of the wrapper (nox/popen.py): SIGTERM after 0.3 s, SIGKILL after 0.2 s more."""
+    os.killpg(build_process.pid, signal.SIGINT)
+    for then, signum in ((0.3, signal.SIGTERM), (0.2, signal.SIGKILL)):
+        try:
+            build_process.wait(timeout=then)
+            return
+        except subprocess.TimeoutExpired:
+            build_process.send_signal(signum)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+@pytest.mark.parametrize(("stop", "exit_status", "message"), [
+    (_stop_like_kill, 128 + signal.SIGTERM, "docs build stopped by SIGTERM (exit 143); nothing was published"),
+    (_stop_like_nox_on_ctrl_c, -signal.SIGKILL, "docs build: SIGINT received, stopping Sphinx"),
+], ids=["kill", "nox-ctrl-c"])
+def test_a_stopped_build_stops_every_page_run_and_what_the_cells_started(
+        tmp_path: Path, stop: Callable[[subprocess.Popen[str]], None], exit_status: int, message: str) -> None:
+    """Sphinx, its page workers, their kernels and the processes that cells started all end, instead of running on
+    without the wrapper (with nox, after it: Sphinx cleans up on its own)."""
+    source, build, pids = tmp_path / "src", tmp_path / "build", tmp_path / "pids"
+    shutil.copytree(ROOT, source)
+    pids.mkdir()
+    index = source / "index.md"
+    index.write_text(index.read_text() + "\n```{toctree}\nslow-1\nslow-2\n```\n")
+    for name in ("slow-1", "slow-2"):  # two pages: with two jobs, each runs in a worker process of its own
+        (source / f"{name}.md").write_text(index.read_text().split("# Site")[0]
+                                           + f"# {name}\n\n```{{code-cell}} ipython3\n{_LONG_CELL}```\n")
+    env = {**os.environ, "QWEN_DOCS_TEST_PIDS": str(pids), JOBS_VARIABLE: "2"}
+    build_process = subprocess.Popen([sys.executable, "-m", "qwen_docs_helpers.sitebuild", str(source), str(build)],
+                                     env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.iterdir())) < 2:
+            assert build_process.poll() is None, build_process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the two cells did not start in 120 s"
+            time.sleep(0.2)
+        started = [int(pid) for entry in pids.iterdir() for pid in entry.name.split("-")]
+        stop(build_process)
+        build_process.wait(timeout=60)
+    finally:
+        if build_process.poll() is None:
+            build_process.kill()
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in started if _running(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running 30 s after the build stopped: {left} of kernels and cell children {started}"
+    assert build_process.returncode == exit_status
+    assert build_process.stderr is not None and message in build_process.stderr.read()
+    assert not (build / "html").exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_more_stop_signals_are_the_same_stop_at_first_and_then_kill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that ignores SIGINT: a SIGTERM soon after the first (as nox sends) leaves it running; one after
+    ``SAME_STOP_S`` kills it."""
+    monkeypatch.setattr(sitebuild, "SAME_STOP_S", 2.0)
+    ignores_interrupts = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
+    for delay in (1.0, 1.3, 3.5):  # the child has started and ignores SIGINT by the first
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    started = time.monotonic()
+    status, stopped_by = run_sphinx([sys.executable, "-c", ignores_interrupts])
+    assert (status, stopped_by) == (-signal.SIGKILL, signal.SIGTERM)
+    assert 3.5 <= time.monotonic() - started < 30  # not killed by the second signal
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the wrapper's handlers are gone again

@@ -9,6 +9,10 @@ page removed from the source is not left behind from an earlier site. After a fa
 environment is dropped: otherwise the next run would count the failed pages as up to date and never repeat
 the warnings that failed them. ``QWEN_DOCS_EXECUTION=force`` also reads every page again (``-E``).
 
+A build stopped with Ctrl+C, ``kill`` (SIGTERM) or a closed terminal (SIGHUP) stops all of Sphinx: it runs in a
+process group of its own and gets each of these as one Ctrl+C, so that its page workers shut their kernels down
+(:func:`run_sphinx`). Another signal a few seconds later kills the group.
+
 The build's environment variables are checked before Sphinx starts (:func:`settings_problems`): a bad value is
 one line naming the variable and what it accepts, not a Sphinx crash report.
 """
@@ -16,12 +20,17 @@ one line naming the variable and what it accepts, not a Sphinx crash report.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from .errors import missing_docs_extra
 
@@ -41,6 +50,13 @@ WEIGHTS_VARIABLE, WEIGHTS_CHOICES = "QWEN_DOCS_WEIGHTS", ("auto", "real", "stand
 EXECUTION_VARIABLE, EXECUTION_MODES = "QWEN_DOCS_EXECUTION", ("cache", "force", "auto", "off", "inline")
 #: Seconds a cell may run (``nb_execution_timeout``, read by ``docs/conf.py``).
 TIMEOUT_VARIABLE, DEFAULT_CELL_TIMEOUT = "QWEN_DOCS_CELL_TIMEOUT", 300
+
+
+#: The signals that stop a build (POSIX), each passed on to Sphinx's process group as SIGINT.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+#: Seconds after the first stop signal in which more are part of the same stop: nox passes a Ctrl+C on, then sends
+#: SIGTERM 0.3 s later and SIGKILL 0.2 s after that. A signal after these seconds kills Sphinx's process group.
+SAME_STOP_S = 5.0
 
 
 class SettingError(ConfigError):
@@ -123,6 +139,45 @@ def parallel_jobs(cuda_available: bool | None = None) -> str:
     return "1" if cuda_available else "auto"
 
 
+def run_sphinx(command: Sequence[str]) -> tuple[int, int | None]:
+    """Run ``command`` (Sphinx) to the end and return its exit status and the signal that stopped the build, if any.
+
+    Killed on its own, this wrapper would leave Sphinx and its page workers running, executing pages into a folder
+    no one publishes (and, on a GPU runner, holding the GPU); a terminal's Ctrl+C reaches them only while they share
+    its process group. So Sphinx gets a session of its own (no terminal can stop it for writing, either), and a
+    stop signal here becomes SIGINT to that whole group, the interrupt its workers clean up after. More signals in
+    the next :data:`SAME_STOP_S` seconds are ignored (Sphinx goes on cleaning up even if this wrapper is killed);
+    one after that kills the group."""
+    if os.name == "nt" or threading.current_thread() is not threading.main_thread():  # no handlers to install
+        return subprocess.run(command, check=False).returncode, None
+    sphinx = subprocess.Popen(command, start_new_session=True)
+    received: list[int] = []
+    first_at = 0.0
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal first_at
+        if not received:
+            first_at = time.monotonic()
+            print(f"docs build: {signal.Signals(signum).name} received, stopping Sphinx and its page runs (to kill "
+                  f"them, send another stop signal after {SAME_STOP_S:g} s)", file=sys.stderr, flush=True)
+            passed_on = signal.SIGINT
+        elif time.monotonic() - first_at < SAME_STOP_S:
+            return
+        else:
+            passed_on = signal.SIGKILL
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
+            os.killpg(sphinx.pid, passed_on)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        status = sphinx.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return status, (received[0] if received else None)
+
+
 def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int:
     """Run ``sphinx-build -W`` for ``source`` and swap the result into ``build/html`` if it succeeded."""
     problems = settings_problems()
@@ -151,7 +206,9 @@ def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int
         str(staging),
         *extra_args,
     ]
-    status = subprocess.run(command, check=False).returncode
+    status, stopped_by = run_sphinx(command)
+    if stopped_by is not None:  # the shell's convention for a process that a signal ended
+        status = 128 + stopped_by
     if status != 0:
         (doctrees / "environment.pickle").unlink(missing_ok=True)  # the next run reads (and warns) again
         where = f"the previous site in {html} is unchanged" if html.is_dir() else f"nothing was published to {html}"
@@ -162,8 +219,10 @@ def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int
                     f"tracebacks in {failed / 'reports'})")
         else:  # Sphinx stopped before writing anything (a configuration error): keep an earlier failed build
             shutil.rmtree(staging, ignore_errors=True)
-            kept = "Sphinx stopped before writing any page: see its error above"
-        print(f"docs build failed (exit {status}); {where}; {kept}", file=sys.stderr)
+            kept = ("Sphinx had written no page yet" if stopped_by is not None
+                    else "Sphinx stopped before writing any page: see its error above")
+        failure = (f"stopped by {signal.Signals(stopped_by).name}" if stopped_by is not None else "failed")
+        print(f"docs build {failure} (exit {status}); {where}; {kept}", file=sys.stderr)
         return status
     previous = build / "html.previous"
     shutil.rmtree(previous, ignore_errors=True)
