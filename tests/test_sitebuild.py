@@ -228,7 +228,8 @@ def _stop_like_nox_on_ctrl_c(build_process: subprocess.Popen[str]) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
 @pytest.mark.parametrize(("stop", "exit_status", "message"), [
-    (_stop_like_kill, 128 + signal.SIGTERM, "docs build stopped by SIGTERM (exit 143); nothing was published"),
+    (_stop_like_kill, 128 + signal.SIGTERM,
+     "docs build stopped by SIGTERM, which any Sphinx crash report above is about (exit 143); nothing was published"),
     (_stop_like_nox_on_ctrl_c, -signal.SIGKILL, "docs build: SIGINT received, stopping Sphinx"),
 ], ids=["kill", "nox-ctrl-c"])
 def test_a_stopped_build_stops_every_page_run_and_what_the_cells_started(

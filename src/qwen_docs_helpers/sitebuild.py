@@ -221,7 +221,9 @@ def build_site(source: Path, build: Path, extra_args: Sequence[str] = ()) -> int
             shutil.rmtree(staging, ignore_errors=True)
             kept = ("Sphinx had written no page yet" if stopped_by is not None
                     else "Sphinx stopped before writing any page: see its error above")
-        failure = (f"stopped by {signal.Signals(stopped_by).name}" if stopped_by is not None else "failed")
+        failure = "failed"
+        if stopped_by is not None:  # Sphinx reports a parallel build's interrupted workers as a crash to report
+            failure = f"stopped by {signal.Signals(stopped_by).name}, which any Sphinx crash report above is about"
         print(f"docs build {failure} (exit {status}); {where}; {kept}", file=sys.stderr)
         return status
     previous = build / "html.previous"
