@@ -53,3 +53,21 @@
     if (backToTop) tools.prepend(backToTop);
   }
 })();
+
+// A link to a dropdown, or to something inside one, opens it (and any dropdown around it): otherwise the reader
+// lands on a closed dropdown's title, or, where the browser does not open <details> for a fragment, nowhere. The
+// page scrolls to it at once when it loads there, and smoothly, as furo's links do, from elsewhere on the page.
+(() => {
+  const reveal = (behavior) => {
+    const target = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    if (!target) return;
+    let opened = false;
+    for (let dropdown = target.closest("details"); dropdown; dropdown = dropdown.parentElement.closest("details")) {
+      opened ||= !dropdown.open;
+      dropdown.open = true;
+    }
+    if (opened) target.scrollIntoView({ behavior });
+  };
+  window.addEventListener("hashchange", () => reveal("smooth"));
+  reveal("instant");
+})();

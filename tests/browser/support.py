@@ -161,6 +161,7 @@ _PAGE_FACTS = """() => ({
         .filter((set) => set.querySelector(":scope > label:not([data-sync-group]), :scope > label:not([data-sync-id])"))
         .map((set) => [...set.querySelectorAll(":scope > label")].map((label) => label.textContent.trim()).join(" | ")),
     dropdowns: document.querySelectorAll("details.sd-dropdown").length,
+    in_dropdowns: [...document.querySelectorAll("details.sd-dropdown[id], details.sd-dropdown [id]")].map((e) => e.id),
 })"""
 
 
@@ -175,6 +176,7 @@ class PageFacts:
     synced: list[str]  #: the sync group of each synced tab label
     unsynced: list[str]  #: the labels of each tab set that is not synced
     dropdowns: int
+    in_dropdowns: set[str]  #: the ids of dropdowns and of what is inside them
 
 
 @dataclass
@@ -218,6 +220,7 @@ def crawl_site(browser: Browser, site: Served) -> Crawl:
             synced=facts.get("synced", []),
             unsynced=facts.get("unsynced", []),
             dropdowns=facts.get("dropdowns", 0),
+            in_dropdowns=set(facts.get("in_dropdowns", [])),
         )
         for link in pages[path].links:
             target = site.path_of(link)

@@ -52,6 +52,43 @@ def test_every_link_fragment_exists(crawl: Crawl) -> None:
     assert not missing, "\n".join(sorted(set(missing)))
 
 
+#: Whether the element with this id, and every dropdown around it, is open, and the element is in the window.
+_OPEN_AND_IN_VIEW = """(id) => {
+    const target = document.getElementById(id), box = target.getBoundingClientRect();
+    const closed = [...document.querySelectorAll("details:not([open])")].some((d) => d.contains(target));  // or is it
+    return !closed && box.height > 0 && box.bottom > 0 && box.top < innerHeight;
+}"""
+_WHERE_IT_IS = """(id) => {
+    const target = document.getElementById(id), box = target.getBoundingClientRect();
+    return `open ${target.closest("details")?.open}, top ${box.top} of a ${innerHeight}-pixel window`;
+}"""
+
+
+def test_a_link_into_a_dropdown_opens_it(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
+    """Every link whose fragment is a dropdown, or inside one, shows it open and in view: when the page loads at
+    that fragment, and when the fragment changes on a page already open (qwen-docs.js)."""
+    links = set()
+    for page_facts in crawl.pages.values():
+        for link in page_facts.links:
+            url, fragment = urldefrag(link)
+            target = crawl.site.path_of(url)
+            if fragment and target in crawl.pages and fragment in crawl.pages[target].in_dropdowns:
+                links.add((target, fragment))
+    assert links, "no link into a dropdown: efficiency.md links its offload dropdown"
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page, closed = new_context(viewport=DESKTOP).new_page(), []
+    for path, fragment in sorted(links):
+        for how, before in (("loaded", "about:blank"), ("hash changed", crawl.site.page(path))):
+            page.goto(before)
+            page.goto(crawl.site.page(path) + "#" + fragment)
+            try:
+                page.wait_for_function(_OPEN_AND_IN_VIEW, arg=fragment, timeout=5_000)
+            except PlaywrightTimeout:
+                closed.append(f"{path}#{fragment} ({how}): {page.evaluate(_WHERE_IT_IS, fragment)}")
+    assert not closed, "\n".join(closed)
+
+
 def test_stamp_notice_and_downloads_are_under_the_title(crawl: Crawl, new_context: Callable[..., Watched]) -> None:
     page = new_context(viewport=DESKTOP).new_page()
     problems = []
